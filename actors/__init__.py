@@ -1,0 +1,1 @@
+"""Thin Ray actors over vrt_ray: rollout workers, reference policy, verifier, learner group."""

@@ -1,0 +1,1 @@
+"""Entry points of the training stages, evaluation and serving; each short and readable."""

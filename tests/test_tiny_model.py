@@ -1,0 +1,125 @@
+"""The tiny random Qwen2.5-VL: made, loaded with the Auto classes, generating from an image."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from vrt_ray import models
+from vrt_ray.models import ModelLoadError
+
+
+def _image(seed=0, size=(100, 80)):
+    pixels = np.random.RandomState(seed).randint(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+CONVERSATION = [
+    {"role": "system", "content": "Judge the videos."},
+    {"role": "user", "content": [{"type": "text", "text": "Video A, frame 1 of 16"},
+                                 {"type": "image"}, {"type": "text", "text": "Which is better?"}]},
+    {"role": "assistant", "content": '<tool_call>{"name": "select_frames"}</tool_call>'},
+    {"role": "tool", "content": [{"type": "image"}, {"type": "text", "text": "Video B, frame 3 of 16"}]},
+]
+
+
+def test_auto_classes_load_and_generate_from_images(tiny_model_dir):
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval()
+    assert model.config.model_type == "qwen2_5_vl"
+    assert model.config.text_config.hidden_size // model.config.text_config.num_attention_heads == 64
+    assert 5e5 < sum(p.numel() for p in model.parameters()) < 2e7
+
+    text = processor.apply_chat_template(CONVERSATION, add_generation_prompt=True)
+    inputs = processor(text=[text], images=[_image(0), _image(1)], return_tensors="pt")
+    image_tokens = (inputs["input_ids"] == model.config.image_token_id).sum().item()
+    merge = processor.image_processor.merge_size ** 2
+    assert image_tokens == int(inputs["image_grid_thw"].prod(-1).sum()) // merge > 0
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    new = out[0, inputs["input_ids"].shape[1]:]
+    assert 1 <= len(new) <= 6
+    assert all(0 <= t < model.config.text_config.vocab_size for t in new.tolist())
+    with torch.no_grad():
+        again = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    assert torch.equal(out, again)
+
+
+def test_chat_template_renders_like_qwen2_5_vl(tiny_model_dir):
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    rendered = processor.apply_chat_template(CONVERSATION, add_generation_prompt=True)
+    vision = "<|vision_start|><|image_pad|><|vision_end|>"
+    assert rendered == (
+        "<|im_start|>system\nJudge the videos.<|im_end|>\n"
+        f"<|im_start|>user\nVideo A, frame 1 of 16{vision}Which is better?<|im_end|>\n"
+        '<|im_start|>assistant\n<tool_call>{"name": "select_frames"}</tool_call><|im_end|>\n'
+        f"<|im_start|>tool\n{vision}Video B, frame 3 of 16<|im_end|>\n"
+        "<|im_start|>assistant\n")
+    no_system = processor.apply_chat_template([{"role": "user", "content": "hi"}])
+    assert no_system == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                         "<|im_start|>user\nhi<|im_end|>\n")
+    numbered = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "video"}, {"type": "image"}]}],
+        add_vision_id=True)
+    assert "Picture 1: <|vision_start|><|image_pad|>" in numbered
+    assert "Video 1: <|vision_start|><|video_pad|>" in numbered
+    assert "Picture 2: " in numbered
+
+
+def test_tokenizer_has_qwen_and_protocol_tokens_as_single_tokens(tiny_model_dir):
+    tokenizer = AutoProcessor.from_pretrained(tiny_model_dir).tokenizer
+    for token in models.QWEN_SPECIAL_TOKENS + models.QWEN_TEXT_TOKENS_1 \
+            + models.QWEN_SPECIAL_TOKENS_2 + models.PROTOCOL_TOKENS:
+        ids = tokenizer.encode(token, add_special_tokens=False)
+        assert len(ids) == 1 and tokenizer.convert_ids_to_tokens(ids[0]) == token, token
+    ids = tokenizer.convert_tokens_to_ids(models.QWEN_SPECIAL_TOKENS)
+    assert ids == sorted(ids) and ids[1] == ids[0] + 1  # Qwen's order, contiguous
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
+    text = 'Any bytes: é ü 漢字 🙂 {"TA": "tie"}'
+    assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
+    frame = tokenizer.tokenize("frame 128")  # digits are split one by one, as in Qwen2
+    assert frame[-3:] == ["1", "2", "8"]
+
+
+def test_same_seed_same_bytes_other_seed_other_weights(tmp_path, tiny_model_dir):
+    again = models.make_tiny(tmp_path / "again", seed=0)
+    other = models.make_tiny(tmp_path / "other", seed=1)
+    for f in sorted(p.name for p in tiny_model_dir.iterdir()):
+        assert (again / f).read_bytes() == (tiny_model_dir / f).read_bytes(), f
+    assert (other / "model.safetensors").read_bytes() != (again / "model.safetensors").read_bytes()
+    assert (other / "tokenizer.json").read_bytes() == (again / "tokenizer.json").read_bytes()
+
+
+def test_cli_make_tiny_writes_a_loadable_checkpoint(tmp_path):
+    out = tmp_path / "cli-tiny"
+    run = subprocess.run([sys.executable, "-m", "vrt_ray", "model", "make-tiny", str(out),
+                          "--seed", "3"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    model = models.load_policy(out)
+    assert model.config.vision_config.out_hidden_size == model.config.text_config.hidden_size
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging left
+
+
+def test_loaders_refuse_a_missing_checkpoint_without_reaching_a_hub(tmp_path):
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        models.load_policy(tmp_path / "absent")
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        models.load_processor("Qwen/Qwen2.5-VL-7B-Instruct")
+
+
+def test_text_only_chat_template_is_refused(tmp_path, tiny_model_dir):
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    processor.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+                               "{{ m['content'] }}<|im_end|>\n{% endfor %}")
+    with pytest.raises(ModelLoadError, match="does not render images"):
+        models.check_chat_template(processor, "old-copy")
+
+
+def test_pixel_budget_from_config_reaches_the_processor(tiny_model_dir):
+    small = models.load_processor(tiny_model_dir, min_pixels=28 * 28, max_pixels=56 * 56)
+    inputs = small.image_processor(images=[_image(size=(448, 448))], return_tensors="pt")
+    h, w = inputs["image_grid_thw"][0, 1:].tolist()
+    assert h * w * 14 * 14 <= 56 * 56

@@ -1,0 +1,37 @@
+"""`vrt-ray`: the command line. Each command group lives in its own module and registers its
+subcommands here; handlers import heavy libraries lazily so `--help` stays fast."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from vrt_ray.cli import config_cmd, model_cmd
+
+GROUPS = (config_cmd, model_cmd)
+
+
+class UserError(Exception):
+    """An error in what the user asked for: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vrt-ray",
+        description="Train, evaluate and serve thinking-with-image video reward models on Ray.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for group in GROUPS:
+        group.register(commands)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from vrt_ray.errors import VrtError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except (VrtError, UserError) as exc:
+        print(f"vrt-ray: error: {exc}", file=sys.stderr)
+        return 2
+

@@ -1,0 +1,25 @@
+"""`vrt-ray model make-tiny OUT [--seed N]`: build the tiny random Qwen2.5-VL."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    group = commands.add_parser("model", help="build and inspect policy checkpoints")
+    sub = group.add_subparsers(dest="model_command", metavar="SUBCOMMAND", required=True)
+    tiny = sub.add_parser(
+        "make-tiny", help="write the tiny random Qwen2.5-VL (weights, tokenizer, processor)",
+        description="Write a tiny Qwen2.5-VL checkpoint directory built from the real "
+                    "transformers classes with random weights. The same seed gives the same "
+                    "bytes. Loads with AutoModelForImageTextToText / AutoProcessor.")
+    tiny.add_argument("out", metavar="OUT", help="checkpoint directory to write (replaced)")
+    tiny.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    tiny.set_defaults(handler=_make_tiny)
+
+
+def _make_tiny(args: argparse.Namespace) -> int:
+    from vrt_ray.models import make_tiny
+
+    out = make_tiny(args.out, seed=args.seed)
+    print(f"wrote {out}")
+    return 0
