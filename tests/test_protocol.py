@@ -115,7 +115,7 @@ def test_window_keeps_last_w_tool_results_and_stubs_the_rest():
     assert "frame 1 of 120" not in texts(results[0])  # labels go with their images
     assert "Video A, 2 selected frames:" in texts(results[0])  # the text stays
     assert sum(p["type"] == "image" for p in context[1]["content"]) == 8  # initial view pinned
-    assert ep.messages[4]["content"] != context[4]["content"]  # the episode's record is intact
+    assert ep.messages[3]["content"] != context[3]["content"]  # the episode's record is intact
     unpinned = apply_window(ep.messages, ep.preset, 2, pin_initial=False)
     assert not any(p["type"] == "image" for p in unpinned[1]["content"])
 
