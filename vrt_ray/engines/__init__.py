@@ -1,0 +1,1 @@
+"""Generation backends behind one interface: `hf` (transformers, CPU default) and `vllm` (GPU)."""

@@ -1,0 +1,67 @@
+"""The transformers engine (CPU default, also GPU): batched `generate` with per-token log-probs.
+
+Log-probs are those of the temperature-scaled, unfiltered distribution (log_softmax(logits / T),
+T = 1 when greedy): what the learner recomputes, so the importance ratio starts at 1.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import numpy as np
+import torch
+
+from vrt_ray.engines.base import Generation, Prompt, SamplingParams
+
+
+class HFEngine:
+    def __init__(self, model, processor, seed: int = 0, policy_version: int = 0):
+        self.model = model.eval()
+        self.processor = processor
+        self.processor.tokenizer.padding_side = "left"
+        tok = processor.tokenizer
+        self.stop_ids = sorted({tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")
+                                if t in tok.get_vocab()})
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.stop_ids[-1]
+        self.generator_seed = seed
+        self.policy_version = policy_version
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams) -> List[Generation]:
+        inputs = self._batch(prompts)
+        greedy = sampling.temperature <= 0
+        kwargs = dict(max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
+                      eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
+                      output_logits=True, return_dict_in_generate=True)
+        if not greedy:
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p,
+                          top_k=sampling.top_k or None)
+            torch.manual_seed(self.generator_seed)
+            self.generator_seed += 1
+        out = self.model.generate(**inputs.to(self.model.device), **kwargs)
+        temperature = 1.0 if greedy else sampling.temperature
+        logits = torch.stack(out.logits, dim=1).float() / temperature  # [batch, steps, vocab]
+        logprobs = torch.log_softmax(logits, dim=-1)
+        prompt_len = inputs["input_ids"].shape[1]
+        results = []
+        for row in range(len(prompts)):
+            mask = inputs["attention_mask"][row].bool()
+            new = out.sequences[row, prompt_len:].tolist()
+            stop = next((i for i, t in enumerate(new) if t in self.stop_ids), None)
+            n = len(new) if stop is None else stop + 1
+            token_logprobs = logprobs[row, torch.arange(n), torch.tensor(new[:n])].tolist()
+            results.append(Generation(
+                prompt_ids=inputs["input_ids"][row][mask.cpu()].tolist(), token_ids=new[:n],
+                logprobs=token_logprobs, finish_reason="length" if stop is None else "stop"))
+        return results
+
+    def _batch(self, prompts: Sequence[Prompt]):
+        images = [img for p in prompts for img in p.images]
+        videos = [np.stack(v) for p in prompts for v in p.videos]
+        kwargs = {}
+        if images:
+            kwargs["images"] = images
+        if videos:
+            kwargs["videos"] = videos
+            kwargs["do_sample_frames"] = False
+        return self.processor(text=[p.text for p in prompts], padding=True,
+                              return_tensors="pt", **kwargs)
