@@ -374,6 +374,11 @@ def test_cli_frames_writes_what_the_reader_returns(videos, tmp_path, capsys):
     assert main(["video", "frames", str(path), "--frames", "2", "--out", str(tmp_path / "s"),
                  "--size", "48"]) == 0
     assert Image.open(tmp_path / "s" / "frame_00002.png").size == (32, 48)
+    assert main(["video", "frames", str(path), "--frames", "3", "--out", str(tmp_path / "b"),
+                 "--min-pixels", "3136", "--max-pixels", "12544"]) == 0
+    with open_video(path) as reader:
+        budget = resize_to_budget(reader.read([3])[0], 3136, 12544)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b" / "frame_00003.png")), budget)
 
 
 @pytest.mark.parametrize("args,message", [
