@@ -1,7 +1,8 @@
 """Frame reading speed of the video layer, per backend, printed as JSON.
 
-Two 256-frame synthetic videos (a textured background with a moving disc, encoder defaults as a
-text-to-video generator would write them) in H.264 and HEVC mp4. For each backend: frames/s
+256-frame synthetic videos (a textured background with a moving disc) in H.264 and HEVC mp4
+with encoder defaults, as a text-to-video generator writes them (two keyframes), and in H.264
+with a keyframe every 16 frames (where seeking pays). For each backend: frames/s
 for uniform sampling (one call of 32 frames) and for random access (8 calls of 8 random
 frames, as tool calls ask), cold (empty cache, file opened and indexed) and cached (the same
 calls again from the frame cache). decord refuses HEVC: its refusal is reported.
@@ -28,13 +29,15 @@ from vrt_ray.video import VideoError, open_video, uniform_indices
 FRAMES = 256
 
 
-def make_video(path: Path, codec: str, width: int, height: int) -> Path:
+def make_video(path: Path, codec: str, width: int, height: int, gop: int = 0) -> Path:
     rng = np.random.default_rng(0)
     texture = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
     yy, xx = np.mgrid[:height, :width]
     with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=24, options={"x265-params": "log-level=error"}
-                                      if codec == "libx265" else {})
+        options = {"x265-params": "log-level=error"} if codec == "libx265" else {}
+        if gop:
+            options["g"] = str(gop)
+        stream = container.add_stream(codec, rate=24, options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(FRAMES):
             cx = width * (0.2 + 0.6 * i / FRAMES)
@@ -94,8 +97,9 @@ def main() -> None:
     report = {"frames": FRAMES, "size": args.size, "cpus": os.cpu_count(),
               "pyav": av.__version__, "python": sys.version.split()[0], "videos": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, codec in (("h264", "libx264"), ("hevc", "libx265")):
-            path = make_video(Path(tmp) / f"{label}.mp4", codec, width, height)
+        for label, codec, gop in (("h264", "libx264", 0), ("hevc", "libx265", 0),
+                                  ("h264_gop16", "libx264", 16)):
+            path = make_video(Path(tmp) / f"{label}.mp4", codec, width, height, gop)
             report["videos"][label] = {
                 "keyframes": keyframes(path),
                 "backends": {b: measure(path, b, args.repeats) for b in ("pyav", "decord")}}

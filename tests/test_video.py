@@ -52,6 +52,12 @@ def test_sample_has_b_frames(name, videos):
     assert pts != sorted(pts)  # decoding order differs from display order
 
 
+@pytest.mark.parametrize("name", ["vp9.webm", "hevc.ts"])
+def test_sample_lacks_frame_count_metadata(name, videos):
+    with av.open(str(videos[name])) as container:
+        assert container.streams.video[0].frames == 0  # so the reader must count
+
+
 def test_sample_vfr_has_irregular_timestamps(videos):
     with av.open(str(videos["vfr.mp4"])) as container:
         pts = sorted(p.pts for p in container.demux(video=0) if p.size)
@@ -178,12 +184,24 @@ def test_rotation_is_applied(videos, reference):
         assert np.array_equal(frame, np.rot90(reference["rotated90.mp4"][index - 1]))
 
 
+@pytest.mark.parametrize("degrees,turns", [(90, 1), (180, 2), (-90, 3)])
+def test_rotation_matches_decord(degrees, turns, tmp_path):
+    path = vs.encode(tmp_path / "rotated.mp4", "libx264", 4, size=(96, 64), rotation=degrees)
+    coded = vs.sequential_frames(path)
+    with open_video(path, "pyav") as a, open_video(path, "decord") as b:
+        assert a.info.rotation == b.info.rotation == 90 * turns
+        for index, x, y in zip(range(4), a.read([1, 2, 3, 4]), b.read([1, 2, 3, 4])):
+            assert np.array_equal(x, np.rot90(coded[index], turns)) and np.array_equal(x, y)
+
+
 # -- errors ------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def bad_files(videos, tmp_path_factory):
     folder = tmp_path_factory.mktemp("bad")
     text = folder / "notes.mp4"
     text.write_text("this is a text file, not a video\n" * 20)
+    text_txt = folder / "notes.txt"  # FFmpeg would render this as ANSI-art frames
+    text_txt.write_text("this is a text file, not a video\n" * 20)
     truncated = folder / "truncated.mp4"
     data = videos["h264_bframes.mp4"].read_bytes()
     truncated.write_bytes(data[:len(data) // 2])
@@ -195,12 +213,13 @@ def bad_files(videos, tmp_path_factory):
     garbage.write_bytes(bytes(data))
     zero = folder / "zero.y4m"  # a rawvideo stream with a header and no frames
     zero.write_text("YUV4MPEG2 W64 H48 F24:1 Ip A1:1 C420jpeg\n")
-    return {"text": text, "truncated": truncated, "garbage": garbage, "zero": zero,
+    return {"text": text, "text_txt": text_txt, "truncated": truncated, "garbage": garbage, "zero": zero,
             "missing": folder / "nope.mp4"}
 
 
 @pytest.mark.parametrize("kind,message", [
     ("missing", "no such file"), ("text", "not a readable video"),
+    ("text_txt", r"not a readable video \(a text file\)"),
     ("truncated", "not a readable video"), ("garbage", "cannot decode the h264 stream"),
     ("zero", "the video stream has no frames")])
 def test_bad_file_raises_video_error(kind, message, bad_files):
@@ -329,6 +348,8 @@ def test_cache_errors_and_default(videos, bad_files):
         cache.get(bad_files["missing"], [1])
     with pytest.raises(VideoError, match=r"valid frames are 1\.\.40"):
         cache.get(videos["h264_bframes.mp4"], [41])
+    with pytest.raises(VideoError, match="frame index 'x' is not an integer"):
+        cache.get(videos["h264_bframes.mp4"], [3, "x"])
     with pytest.raises(VideoError, match="refuses the hevc stream"):
         cache.get(videos["hevc.ts"], [1], backend="decord")
     assert default_cache() is default_cache() and default_cache().max_bytes > 0
@@ -353,6 +374,11 @@ def test_cli_frames_writes_what_the_reader_returns(videos, tmp_path, capsys):
     assert main(["video", "frames", str(path), "--frames", "2", "--out", str(tmp_path / "s"),
                  "--size", "48"]) == 0
     assert Image.open(tmp_path / "s" / "frame_00002.png").size == (32, 48)
+    assert main(["video", "frames", str(path), "--frames", "3", "--out", str(tmp_path / "b"),
+                 "--min-pixels", "3136", "--max-pixels", "12544"]) == 0
+    with open_video(path) as reader:
+        budget = resize_to_budget(reader.read([3])[0], 3136, 12544)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b" / "frame_00003.png")), budget)
 
 
 @pytest.mark.parametrize("args,message", [

@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from vrt_ray.video import VideoError, open_video, resize_to_budget
+from vrt_ray.video import VideoError, as_indices, open_video, resize_to_budget
 
 DEFAULT_MAX_BYTES = 512 * 2**20  # the run config's video.cache_mb default
 
@@ -48,6 +48,7 @@ class FrameCache:
             stat = path.stat()
         except OSError:
             raise VideoError(f"{path}: no such file") from None
+        indices = as_indices(path, indices)
         budget = None if min_pixels is None else (min_pixels, max_pixels)
         file_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, backend, budget)
         found = {}

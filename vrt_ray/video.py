@@ -68,16 +68,23 @@ def open_video(path: str | Path, backend: str = "pyav") -> VideoReader:
     return DecordReader(reader)
 
 
-def check_indices(info: VideoInfo, indices: Iterable[int]) -> List[int]:
-    """`indices` as ints, each checked to lie in 1..num_frames."""
+def as_indices(path: str | Path, indices: Iterable[int]) -> List[int]:
+    """`indices` as Python ints; anything else (a bool, a float, a string) is an error."""
     checked = []
     for index in indices:
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise VideoError(f"{info.path}: frame index {index!r} is not an integer")
+            raise VideoError(f"{path}: frame index {index!r} is not an integer")
+        checked.append(int(index))
+    return checked
+
+
+def check_indices(info: VideoInfo, indices: Iterable[int]) -> List[int]:
+    """`indices` as ints, each checked to lie in 1..num_frames."""
+    checked = as_indices(info.path, indices)
+    for index in checked:
         if not 1 <= index <= info.num_frames:
             raise VideoError(f"{info.path}: frame {index} is out of range: valid frames are "
                              f"1..{info.num_frames}")
-        checked.append(int(index))
     return checked
 
 

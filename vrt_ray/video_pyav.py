@@ -45,10 +45,12 @@ class PyAVReader:
         except av.FFmpegError as exc:
             raise VideoError(f"{self._path}: not a readable video "
                              f"({getattr(exc, 'strerror', None) or exc})") from None
+        if container.format.name == "tty":  # FFmpeg renders text files as ANSI-art frames
+            container.close()
+            raise VideoError(f"{self._path}: not a readable video (a text file)")
         if not container.streams.video:
             container.close()
             raise VideoError(f"{self._path}: has no video stream")
-        container.streams.video[0].codec_context.thread_type = "AUTO"
         return container
 
     def _reopen(self) -> None:
@@ -129,17 +131,15 @@ class PyAVReader:
         wanted = check_indices(self.info, indices)
         targets = sorted(set(wanted))
         if self._pts is None:
-            by_target = self._decode_from_start(targets, {}, key=None)
+            by_index = self._decode_from_start(targets, {}, by_position=True)
         else:
-            by_pts = [self._pts[i - 1] for i in targets]
-            by_target = dict(zip(by_pts, targets))
-            got: Dict[int, np.ndarray] = {}
+            by_pts: Dict[int, np.ndarray] = {}
             try:
-                self._decode_with_seeks(by_pts, got)
+                self._decode_with_seeks([self._pts[i - 1] for i in targets], by_pts)
             except _SeekFailed:
-                self._decode_from_start(by_pts, got, key="pts")
-            by_target = {by_target[t]: frame for t, frame in got.items()}
-        return [by_target[i] for i in wanted]
+                self._decode_from_start([self._pts[i - 1] for i in targets], by_pts)
+            by_index = {i: by_pts[self._pts[i - 1]] for i in targets}
+        return [by_index[i] for i in wanted]
 
     def _decode_with_seeks(self, targets: List[int], got: Dict[int, np.ndarray]) -> None:
         frames: Optional[Iterator[av.VideoFrame]] = None
@@ -166,21 +166,21 @@ class PyAVReader:
             got[target] = self._to_rgb(frame)
 
     def _decode_from_start(self, targets: List[int], got: Dict[int, np.ndarray],
-                           key: Optional[str]) -> Dict[int, np.ndarray]:
-        """Decode from the first frame; a frame's key is its timestamp (`key="pts"`) or its
-        1-based position in decoding order (`key=None`)."""
+                           by_position: bool = False) -> Dict[int, np.ndarray]:
+        """Decode from the first frame for the `targets` not yet in `got`: timestamps, or
+        1-based positions in decoding order (`by_position`)."""
         remaining = [t for t in targets if t not in got]
         self._reopen()
         for position, frame in enumerate(self._decoded(self._container), start=1):
-            if not remaining:
+            value = position if by_position else frame.pts
+            if not remaining or value is None or value > remaining[0]:
                 break
-            value = frame.pts if key == "pts" else position
             if value == remaining[0]:
                 got[remaining.pop(0)] = self._to_rgb(frame)
         if remaining:
-            raise VideoError(f"{self._path}: cannot decode the frame at "
-                             f"{'timestamp' if key else 'position'} {remaining[0]} of the "
-                             f"{self.codec} stream")
+            index = remaining[0] if by_position else self._pts.index(remaining[0]) + 1
+            raise VideoError(f"{self._path}: cannot decode frame {index} of the {self.codec} "
+                             "stream")
         return got
 
     def _decoded(self, container) -> Iterator[av.VideoFrame]:
