@@ -56,7 +56,7 @@ class FrameSource:
         """Images and videos (lists of frames) for the processor, in text order."""
         images, videos = [], []
         for kind, refs in visuals:
-            frames = self.frames(refs)
+            frames = [np.array(f) for f in self.frames(refs)]  # writable copies for torch
             if kind == "image":
                 images.append(frames[0])
             else:

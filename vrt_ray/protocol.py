@@ -48,7 +48,7 @@ class Budgets:
     initial_frames: int = 4
     pin_initial: bool = True
     memory_window: int = 2
-    max_turns: int = 6
+    max_turns: int = 6  # assistant turns without an answer (tool calls, valid or not)
     max_frames_per_call: int = 8
 
     @classmethod
@@ -77,6 +77,7 @@ class Episode:
     requests: List[FrameRequest] = field(default_factory=list)
     valid_calls: int = 0
     invalid_calls: int = 0
+    tool_failures: int = 0  # valid calls whose frames could not be decoded
     frames_fetched: int = 0
     turns_over_budget: int = 0
     done: bool = False
@@ -88,6 +89,11 @@ class Episode:
         if not self.messages:
             self.messages = [{"role": "system", "kind": "system", "content": self._system_text()},
                              {"role": "user", "kind": "initial", "content": self._initial_content()}]
+
+    @property
+    def actions(self) -> int:
+        """Assistant turns so far that did not answer: what the turn budget counts."""
+        return self.valid_calls + self.invalid_calls + self.tool_failures
 
     # ---- what the engine sees -------------------------------------------------------------
     def context(self) -> List[dict]:
@@ -113,18 +119,24 @@ class Episode:
                 text, self.preset)):
             return self._finish("answer", parse_answer(text, self.preset.answer,
                                                        self.budgets.dimensions))
-        if call_text is None:
-            self.invalid_calls += 1
-            if self.preset.on_no_action == "end" or not self.preset.no_action:
-                return self._finish("no_action")
-            return self._reply_text(self.preset.no_action, kind="error")
-        if self.valid_calls >= self.budgets.max_turns:
+        if self.actions >= self.budgets.max_turns:
             self.turns_over_budget += 1
             if self._budget_warned or not self.preset.budget_exhausted:
                 return self._finish("budget")
             self._budget_warned = True
             return self._reply_text(self.preset.budget_exhausted, kind="budget")
-        self._execute(call_text, fetch)
+        if call_text is None:
+            self.invalid_calls += 1
+            if self.preset.on_no_action == "end" or not self.preset.no_action:
+                return self._finish("no_action")
+            self._reply_text(self.preset.no_action, kind="error")
+        else:
+            self._execute(call_text, fetch)
+        if self.actions >= self.budgets.max_turns \
+                and self.preset.budget_exhausted and not self._budget_warned:
+            self._budget_warned = True
+            self.messages[-1]["content"].append(
+                {"type": "text", "text": "\n" + self.preset.budget_exhausted})
 
     def _execute(self, call_text: str, fetch: FetchFrames) -> None:
         result = parse_tool_call(call_text, self._call_space(), self.budgets.max_frames_per_call,
@@ -137,6 +149,7 @@ class Episode:
         try:
             fetch(refs)
         except Exception as exc:  # a video that fails to decode is the tool's failure
+            self.tool_failures += 1
             reason = " ".join(str(exc).split())[:300]
             details = {"video": result.video, "reason": reason}
             return self._reply_text(self._error_text("unreadable_video", details), kind="error")
@@ -146,10 +159,6 @@ class Episode:
         self.messages.append({"role": self.preset.tool_result_role, "kind": "tool_result",
                               "content": self._frames_content(refs, self.preset.tool_result_intro,
                                                               video=result.video)})
-        if self.valid_calls >= self.budgets.max_turns and self.preset.budget_exhausted:
-            self._budget_warned = True
-            self.messages[-1]["content"].append(
-                {"type": "text", "text": "\n" + self.preset.budget_exhausted})
 
     def _finish(self, reason: str, answer: Optional[ParsedAnswer] = None) -> None:
         self.done, self.end_reason, self.answer = True, reason, answer

@@ -1,0 +1,124 @@
+"""Episodes on the tiny model through the HF engine: batching, trajectories, log-prob agreement
+of every turn with a forward pass on the rebuilt inputs, and packing."""
+import json
+
+import pytest
+import torch
+
+from tests.video_samples import encode
+from vrt_ray.engines.base import SamplingParams
+from vrt_ray.engines.hf import HFEngine
+from vrt_ray.episodes import EpisodeJob, replay, run_episodes
+from vrt_ray.frame_cache import FrameCache
+from vrt_ray.model_inputs import FrameSource, PixelBudget, rebuild_inputs
+from vrt_ray.models import load_policy, load_processor
+from vrt_ray.preset import load_preset
+from vrt_ray.protocol import Budgets, EpisodeInput
+from vrt_ray.trajectory import Trajectory, to_sequences
+
+PIXELS = PixelBudget(min_pixels=28 * 28, max_pixels=56 * 56)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("episode_videos")
+    return {"A": encode(folder / "a.mp4", "libx264", 40), "B": encode(folder / "b.mp4", "libx264", 24)}
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    return HFEngine(load_policy(tiny_model_dir), load_processor(tiny_model_dir), seed=0)
+
+
+def job(videos, i=0):
+    return EpisodeJob(EpisodeInput(f"p{i}", "a red square", {k: str(v) for k, v in videos.items()},
+                                   {"A": 40, "B": 24}), sample_index=i)
+
+
+def forward_logprobs(model, processor, input_ids, visuals, videos, positions):
+    """Log-probs of input_ids at `positions` from one forward pass on the rebuilt inputs."""
+    images, vids = FrameSource(videos, PIXELS, FrameCache(1 << 26)).visuals(visuals)
+    inputs = rebuild_inputs(processor, input_ids, images, vids)
+    with torch.no_grad():
+        logits = model(**inputs).logits[0].float()
+    logprobs = torch.log_softmax(logits, -1)
+    return [logprobs[p - 1, input_ids[p]].item() for p in positions]
+
+
+def test_batched_episodes_give_complete_trajectories(engine, videos):
+    budgets = Budgets(initial_frames=2, memory_window=1, max_turns=3)
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=12)
+    jobs = [job(videos, i) for i in range(8)]
+    trajectories = run_episodes(engine, jobs, load_preset("vrt"), budgets, sampling, PIXELS,
+                                max_batch=8, cache=FrameCache(1 << 26))
+    assert [t.sample_index for t in trajectories] == list(range(8))
+    for t in trajectories:
+        assert t.end_reason in ("answer", "no_action", "budget", "context")
+        assert 1 <= len(t.turns) and all(len(turn.token_ids) == len(turn.logprobs) for turn in t.turns)
+        assert all(lp <= 0 for turn in t.turns for lp in turn.logprobs)
+        assert t.invalid_calls + t.valid_calls >= 1 or t.end_reason == "answer"
+        again = Trajectory.from_dict(json.loads(json.dumps(t.to_dict())))
+        assert again.turns[0].visuals == t.turns[0].visuals
+    random_model_turns = sum(len(t.turns) for t in trajectories)
+    assert random_model_turns > 8  # a random model writes no answer: the protocol answers it
+
+
+def test_engine_logprobs_equal_a_forward_pass_on_rebuilt_inputs(engine, videos):
+    budgets = Budgets(initial_frames=2, memory_window=1, max_turns=3)
+    (trajectory,) = run_episodes(engine, [job(videos)], load_preset("vrt"), budgets,
+                                 SamplingParams(temperature=1.0, max_new_tokens=10), PIXELS,
+                                 cache=FrameCache(1 << 26))
+    assert len(trajectory.turns) >= 2
+    for turn in trajectory.turns:
+        ids = turn.prompt_ids + turn.token_ids
+        positions = range(len(turn.prompt_ids), len(ids))
+        ours = forward_logprobs(engine.model, engine.processor, ids, turn.visuals,
+                                trajectory.videos, positions)
+        assert ours == pytest.approx(turn.logprobs, abs=2e-4)
+
+
+def test_packed_sequences_score_like_separate_turns(engine, videos):
+    """A teacher-forced episode whose window never drops: all turns pack into one sequence,
+    and its action log-probs equal those of the turns scored one by one."""
+    call = lambda frames: ('<think>look</think><tool_call>' + json.dumps(
+        {"name": "select_frames", "arguments": {"video": "A", "target_frames": frames}}) + '</tool_call>')
+    texts = [call([5, 6]), call([30]),
+             '<think>done</think><answer>{"TA": "A", "VQ": "A", "MQ": "tie", "overall": "A"}</answer>']
+    budgets = Budgets(initial_frames=2, memory_window=4, max_turns=3)
+    trajectory = replay(engine.processor, job(videos), load_preset("vrt"), budgets, PIXELS, texts,
+                        cache=FrameCache(1 << 26))
+    assert trajectory.end_reason == "answer" and trajectory.verdicts["MQ"] == "tie"
+    packed, separate = to_sequences(trajectory.turns), to_sequences(trajectory.turns, pack=False)
+    assert len(packed) == 1 and len(separate) == 3
+    assert packed[0].turn_indices == (0, 1, 2)
+    assert sum(packed[0].action_mask) == sum(len(t.token_ids) for t in trajectory.turns)
+    model, processor = engine.model, engine.processor
+    seq = packed[0]
+    packed_lp = forward_logprobs(model, processor, seq.input_ids, seq.visuals, trajectory.videos,
+                                 [i for i, a in enumerate(seq.action_mask) if a])
+    separate_lp = [lp for s in separate for lp in forward_logprobs(
+        model, processor, s.input_ids, s.visuals, trajectory.videos,
+        [i for i, a in enumerate(s.action_mask) if a])]
+    assert packed_lp == pytest.approx(separate_lp, abs=2e-4)
+
+
+def test_window_drop_breaks_packing(engine, videos):
+    call = lambda frames: ('<tool_call>' + json.dumps(
+        {"name": "select_frames", "arguments": {"video": "B", "target_frames": frames}}) + '</tool_call>')
+    budgets = Budgets(initial_frames=2, memory_window=1, max_turns=3)
+    trajectory = replay(engine.processor, job(videos), load_preset("vrt"), budgets, PIXELS,
+                        [call([1]), call([2]), call([3])], cache=FrameCache(1 << 26))
+    sequences = to_sequences(trajectory.turns)
+    # turn 2 only adds to turn 1's context; turn 3's context has lost turn 2's frame
+    assert [s.turn_indices for s in sequences] == [(0, 1), (2,)]
+
+
+def test_unreadable_video_ends_the_episode_before_its_first_turn(engine, videos, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    bad = EpisodeJob(EpisodeInput("bad", "x", {"A": str(videos["A"]), "B": str(broken)},
+                                  {"A": 40, "B": 24}))
+    (trajectory,) = run_episodes(engine, [bad], load_preset("vrt"), Budgets(), SamplingParams(),
+                                 PIXELS, cache=FrameCache(1 << 26))
+    assert trajectory.turns == [] and trajectory.end_reason.startswith("unreadable_video: ")
+    assert "broken.mp4" in trajectory.end_reason
