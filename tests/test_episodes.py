@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from tests.video_samples import encode
+from video_samples import encode
 from vrt_ray.engines.base import SamplingParams
 from vrt_ray.engines.hf import HFEngine
 from vrt_ray.episodes import EpisodeJob, replay, run_episodes
