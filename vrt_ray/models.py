@@ -170,10 +170,10 @@ def load_processor(path: str | os.PathLike, min_pixels: Optional[int] = None,
     """The checkpoint's processor (local files only), with the pixel budget from config."""
     _require_checkpoint(path)
     kwargs = {}
-    if min_pixels is not None:
-        kwargs["min_pixels"] = min_pixels
-    if max_pixels is not None:
-        kwargs["max_pixels"] = max_pixels
+    if min_pixels is not None or max_pixels is not None:
+        if min_pixels is None or max_pixels is None:
+            raise ValueError("give both min_pixels and max_pixels, or neither")
+        kwargs["size"] = {"shortest_edge": int(min_pixels), "longest_edge": int(max_pixels)}
     try:
         processor = AutoProcessor.from_pretrained(str(path), local_files_only=True, **kwargs)
     except Exception as exc:

@@ -1,0 +1,64 @@
+"""Judge one pair of videos with a checkpoint: the Python API behind `vrt-ray judge` (and the
+same episode runner that rollouts, evaluation and serving use)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+from omegaconf import DictConfig
+
+from vrt_ray.engines.base import SamplingParams
+from vrt_ray.engines.hf import HFEngine
+from vrt_ray.episodes import EpisodeJob, run_episodes
+from vrt_ray.frame_cache import default_cache
+from vrt_ray.model_inputs import PixelBudget
+from vrt_ray.models import load_policy, load_processor
+from vrt_ray.preset import load_preset
+from vrt_ray.protocol import Budgets, EpisodeInput
+from vrt_ray.trajectory import Trajectory
+from vrt_ray.video import open_video
+
+
+@dataclass
+class Judge:
+    """A loaded judge: policy, processor, preset and budgets from a run config."""
+
+    engine: HFEngine
+    cfg: DictConfig
+
+    @classmethod
+    def load(cls, model_dir: str, cfg: DictConfig) -> "Judge":
+        processor = load_processor(model_dir, cfg.video.min_pixels, cfg.video.max_pixels)
+        model = load_policy(model_dir, cfg.model.dtype, cfg.model.attn_implementation)
+        return cls(HFEngine(model, processor, seed=cfg.seed), cfg)
+
+    def judge(self, prompt: str, video_a: str, video_b: str, pair_id: str = "judge",
+              temperature: float = 0.0) -> Trajectory:
+        """One episode on the pair; raises VideoError when a video cannot be read."""
+        cfg = self.cfg
+        counts = frame_counts({"A": video_a, "B": video_b}, cfg.video.backend)
+        job = EpisodeJob(EpisodeInput(pair_id, prompt, {"A": str(video_a), "B": str(video_b)},
+                                      counts))
+        sampling = SamplingParams(temperature=temperature, top_p=cfg.rollout.sampling.top_p,
+                                  top_k=cfg.rollout.sampling.top_k,
+                                  max_new_tokens=cfg.protocol.max_new_tokens)
+        pixels = PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend)
+        (trajectory,) = run_episodes(
+            self.engine, [job], load_preset(cfg.protocol.preset), Budgets.from_config(cfg.protocol),
+            sampling, pixels, max_context_tokens=cfg.protocol.max_context_tokens,
+            cache=default_cache(cfg.video.cache_mb * 2**20))
+        return trajectory
+
+
+def frame_counts(videos: Dict[str, str], backend: str = "pyav") -> Dict[str, int]:
+    """Frame count of each video; raises VideoError naming the file that cannot be read."""
+    counts = {}
+    for name, path in videos.items():
+        with open_video(path, backend=backend) as reader:
+            counts[name] = reader.info.num_frames
+    return counts
+
+
+def verdict_table(trajectory: Trajectory, dimensions) -> Dict[str, Optional[str]]:
+    """Every asked dimension and overall, None where the model gave no verdict."""
+    return {d: trajectory.verdicts.get(d) for d in (*dimensions, "overall")}
