@@ -7,8 +7,9 @@ texts (teacher traces, SFT samples) without generating.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
@@ -38,8 +39,13 @@ def prepare_prompt(processor, episode: Episode, source: FrameSource) -> Tuple[Pr
 def run_episodes(engine: Engine, jobs: Sequence[EpisodeJob], preset: Preset, budgets: Budgets,
                  sampling: SamplingParams, pixels: PixelBudget, max_batch: int = 8,
                  max_context_tokens: int = 32768, cache: Optional[FrameCache] = None,
-                 progress: bool = False) -> List[Trajectory]:
-    """Run `jobs` to completion with `engine`; the model's mistakes end up in the trajectories."""
+                 progress: bool = False, timings: Optional[Dict[str, float]] = None
+                 ) -> List[Trajectory]:
+    """Run `jobs` to completion with `engine`; the model's mistakes end up in the trajectories.
+    Seconds spent preparing prompts, generating and executing tools are added to `timings`."""
+    timings = {} if timings is None else timings
+    for key in ("prepare_s", "generate_s", "tool_s"):
+        timings.setdefault(key, 0.0)
     episodes = [Episode(job.inp, preset, budgets) for job in jobs]
     sources = [FrameSource(job.inp.videos, pixels, cache) for job in jobs]
     trajectories = [_new_trajectory(job, preset, pixels, engine.policy_version) for job in jobs]
@@ -52,8 +58,13 @@ def run_episodes(engine: Engine, jobs: Sequence[EpisodeJob], preset: Preset, bud
         ready = [i for i, e in enumerate(episodes) if not e.done][:max_batch]
         if not ready:
             break
+        started = time.perf_counter()
         prepared = [prepare_prompt(engine.processor, episodes[i], sources[i]) for i in ready]
+        generated = time.perf_counter()
         generations = engine.generate([p for p, _ in prepared], sampling)
+        stepped = time.perf_counter()
+        timings["prepare_s"] += generated - started
+        timings["generate_s"] += stepped - generated
         for i, (_, visuals), gen in zip(ready, prepared, generations):
             trajectories[i].turns.append(Turn(gen.prompt_ids, visuals, gen.token_ids,
                                               gen.logprobs, gen.finish_reason))
@@ -63,6 +74,7 @@ def run_episodes(engine: Engine, jobs: Sequence[EpisodeJob], preset: Preset, bud
                 episodes[i].end_for_budget("context")
             if episodes[i].done:
                 bar.update(1)
+        timings["tool_s"] += time.perf_counter() - stepped
     bar.close()
     return [_finish(t, e) for t, e in zip(trajectories, episodes)]
 

@@ -34,7 +34,8 @@ class FrameSource:
     cache: Optional[FrameCache] = None
 
     def __post_init__(self):
-        self.cache = self.cache or default_cache()
+        if self.cache is None:
+            self.cache = default_cache()
 
     def frames(self, refs: Sequence[FrameRef]) -> List[np.ndarray]:
         """Pixels of `refs` in order; each video's frames come from one decoding pass."""
