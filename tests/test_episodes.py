@@ -77,6 +77,51 @@ def test_engine_logprobs_equal_a_forward_pass_on_rebuilt_inputs(engine, videos):
         assert ours == pytest.approx(turn.logprobs, abs=2e-4)
 
 
+class ScriptedTurns:
+    """A logits processor that makes the model write given texts, one per generate call (the
+    log-probs the engine reports stay the model's own)."""
+
+    def __init__(self, tokenizer, texts):
+        end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.scripts = [tokenizer.encode(t, add_special_tokens=False) + [end] for t in texts]
+        self.turn, self.start, self.last = -1, 0, None
+
+    def __call__(self, input_ids, scores):
+        last = self.last
+        if last is None or input_ids.shape[1] != last.shape[1] + 1 \
+                or not torch.equal(input_ids[:, :-1], last):  # a new generate call: next turn
+            self.turn, self.start = self.turn + 1, input_ids.shape[1]
+        self.last = input_ids.clone()
+        step = input_ids.shape[1] - self.start
+        script = self.scripts[self.turn]
+        forced = torch.full_like(scores, float("-inf"))
+        forced[:, script[min(step, len(script) - 1)]] = 0.0
+        return forced
+
+
+def test_logprobs_agree_on_every_turn_when_the_window_drops_images(tiny_model_dir, videos):
+    call = lambda video, frames: '<tool_call>' + json.dumps(
+        {"name": "select_frames", "arguments": {"video": video, "target_frames": frames}}) + '</tool_call>'
+    texts = [call("A", [3, 4]), call("B", [7]),
+             '<answer>{"TA": "B", "VQ": "A", "MQ": "A", "overall": "B"}</answer>']
+    processor = load_processor(tiny_model_dir)
+    engine = HFEngine(load_policy(tiny_model_dir), processor,
+                      logits_processors=[ScriptedTurns(processor.tokenizer, texts)])
+    budgets = Budgets(initial_frames=2, memory_window=1, pin_initial=False, max_turns=3)
+    (trajectory,) = run_episodes(engine, [job(videos)], load_preset("vrt"), budgets,
+                                 SamplingParams(temperature=0.0, max_new_tokens=64), PIXELS,
+                                 cache=FrameCache(1 << 26))
+    assert trajectory.end_reason == "answer" and trajectory.verdicts["overall"] == "B"
+    turns = trajectory.turns
+    assert [len(t.visuals) for t in turns] == [4, 2, 1]  # the window dropped images twice
+    assert len(to_sequences(turns)) == 3
+    for turn in turns:
+        ids = turn.prompt_ids + turn.token_ids
+        ours = forward_logprobs(engine.model, processor, ids, turn.visuals, trajectory.videos,
+                                range(len(turn.prompt_ids), len(ids)))
+        assert ours == pytest.approx(turn.logprobs, abs=2e-4)
+
+
 def test_packed_sequences_score_like_separate_turns(engine, videos):
     """A teacher-forced episode whose window never drops: all turns pack into one sequence,
     and its action log-probs equal those of the turns scored one by one."""

@@ -206,3 +206,29 @@ def test_preset_errors(tmp_path):
     bad.write_text("name: x\n")
     with pytest.raises(PresetError, match="missing key"):
         load_preset(str(bad))
+
+
+def test_context_tokens_stay_bounded_with_the_window(tiny_model_dir):
+    """With W=1 each new turn adds its text only; without a window it adds its images too."""
+    import numpy as np
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    frame = np.zeros((56, 56, 3), np.uint8)  # 4 visual tokens at this budget
+
+    def tokens(ep):
+        messages, visuals = render(ep.context())
+        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+        out = processor(text=[text], images=[frame] * len(visuals) or None, return_tensors="pt")
+        return out["input_ids"].shape[1]
+
+    windowed, unbounded = episode(memory_window=1, max_turns=20), episode(memory_window=20, max_turns=20)
+    sizes = {"windowed": [], "unbounded": []}
+    for i in range(10):
+        for name, ep in (("windowed", windowed), ("unbounded", unbounded)):
+            ep.step(call("A", [i * 8 + j for j in range(1, 9)]), Fetch())
+            sizes[name].append(tokens(ep))
+    growth_w = [b - a for a, b in zip(sizes["windowed"][1:], sizes["windowed"][2:])]
+    growth_u = [b - a for a, b in zip(sizes["unbounded"][1:], sizes["unbounded"][2:])]
+    assert max(growth_w) < min(growth_u)  # the window saves the images of every older result
+    assert min(growth_u) - max(growth_w) >= 8 * 4 - 8  # ~8 frames x 4 tokens, less stub text

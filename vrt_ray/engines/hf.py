@@ -9,13 +9,18 @@ from typing import List, Sequence
 
 import numpy as np
 import torch
+from transformers import LogitsProcessorList
 
 from vrt_ray.engines.base import Generation, Prompt, SamplingParams
 
 
 class HFEngine:
-    def __init__(self, model, processor, seed: int = 0, policy_version: int = 0):
+    def __init__(self, model, processor, seed: int = 0, policy_version: int = 0,
+                 logits_processors: Sequence = ()):
+        """`logits_processors` (transformers LogitsProcessor objects) steer decoding, e.g. to
+        constrain it; reported log-probs stay those of the model's own distribution."""
         self.model = model.eval()
+        self.logits_processors = list(logits_processors)
         self.processor = processor
         self.processor.tokenizer.padding_side = "left"
         tok = processor.tokenizer
@@ -32,6 +37,8 @@ class HFEngine:
         kwargs = dict(max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
                       eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
                       output_logits=True, return_dict_in_generate=True)
+        if self.logits_processors:
+            kwargs["logits_processor"] = LogitsProcessorList(self.logits_processors)
         if not greedy:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p,
                           top_k=sampling.top_k or None)
