@@ -1,0 +1,348 @@
+"""The synthetic preference data set: rendered mp4 pairs with time-localised defects, labels,
+splits, cold-start teacher traces and frame captions (DESIGN.md §9, §12; docs/synthetic_data.md).
+
+Each pair shows one prompt twice (same length, same scene); each video carries zero or more
+defects, one per dimension at most, each confined to a segment of frames. A segment is long
+enough that the teacher's coarse grid (initial view + one scan) lands in it — twice as long
+for freeze and wrong direction, which show only between two frames — and the segments of one
+video are apart by that grid spacing. The labels follow from the defects only.
+Same seed, same bytes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from vrt_ray.data.pair import PreferencePair
+from vrt_ray.data.scene import (BACKGROUNDS, COLOURS, DIRECTIONS, MARGIN, RADIUS, REF_SIZE,
+                                SHAPES, VQ_KINDS, FrameState, background, hue_degrees,
+                                prompt_text, render)
+from vrt_ray.data.teacher import DIMENSIONS, Teacher, check_trace, max_gap
+from vrt_ray.errors import VrtError
+
+KINDS = {"VQ": VQ_KINDS, "MQ": ("jitter", "freeze", "teleport"),
+         "TA": ("wrong_colour", "wrong_shape", "wrong_direction")}
+STRETCH_KINDS = ("freeze", "wrong_direction")  # visible only between two frames
+# who carries a defect in a dimension, and how often
+WHO = (("A", 0.3), ("B", 0.3), ("none", 0.25), ("both", 0.15))
+JITTER = (3.5, 6.0)  # px off the path, either side, per frame
+TELEPORT = (22.0, 28.0)  # px off the path, towards the middle of the frame
+SPLITS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
+CAPTIONS_PER_VIDEO = 2
+X264_OPTIONS = {"crf": "18", "preset": "veryfast", "threads": "1"}  # one thread: same bytes
+
+
+class SynthError(VrtError):
+    """The synthetic data set cannot be made as asked."""
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    pairs: int
+    seed: int = 0
+    min_frames: int = 16
+    max_frames: int = 256
+    size: int = 112
+    fps: int = 8
+    initial_frames: int = 4
+    max_turns: int = 6
+    max_frames_per_call: int = 8
+
+    def validate(self) -> None:
+        if self.pairs < 1:
+            raise SynthError(f"--pairs {self.pairs}: need at least 1")
+        if not 16 <= self.min_frames <= self.max_frames:
+            raise SynthError(f"frame range {self.min_frames}..{self.max_frames}: need "
+                             "16 <= min-frames <= max-frames")
+        if self.size < 56 or self.size % 8:
+            raise SynthError(f"--size {self.size}: need a multiple of 8, at least 56")
+        if self.fps < 1 or self.initial_frames < 2 or self.max_turns < 2 or self.max_frames_per_call < 2:
+            raise SynthError("--fps >= 1, --initial-frames >= 2, --max-turns >= 2 and "
+                             "--max-frames-per-call >= 2 are needed")
+
+
+def labels_from_defects(defects: Dict[str, List[dict]]) -> Dict[str, str]:
+    """Per dimension: the video without a defect in it wins; neither or both: tie. Overall: the
+    video that wins more dimensions; as many: tie."""
+    labels = {}
+    for dim in DIMENSIONS:
+        a = any(d["dimension"] == dim for d in defects["A"])
+        b = any(d["dimension"] == dim for d in defects["B"])
+        labels[dim] = "tie" if a == b else ("B" if a else "A")
+    wins_a = sum(labels[d] == "A" for d in DIMENSIONS)
+    wins_b = sum(labels[d] == "B" for d in DIMENSIONS)
+    labels["overall"] = "A" if wins_a > wins_b else "B" if wins_b > wins_a else "tie"
+    return labels
+
+
+def _lengths(kinds: Sequence[str], n: int, s: SynthSettings, rng: np.random.Generator) -> List[int]:
+    g = max_gap(n, s.initial_frames, s.max_frames_per_call)
+    extra = max(0, round(0.05 * n))
+    return [max(3, 2 * g if k in STRETCH_KINDS else g) + int(rng.integers(0, extra + 1))
+            for k in kinds]
+
+
+def _place(lengths: List[int], n: int, sep: int, rng: np.random.Generator) -> Optional[List[List[int]]]:
+    """Random disjoint segments [start, end] inside frames 2..n-1, `sep` frames apart, in a
+    random order; None when they do not fit."""
+    free = (n - 2) - sum(lengths) - sep * (len(lengths) - 1)
+    if free < 0:
+        return None
+    order = rng.permutation(len(lengths))
+    cuts = np.sort(rng.integers(0, free + 1, size=len(lengths)))  # slack before each segment
+    segments, pos, used = [None] * len(lengths), 2, 0
+    for rank, i in enumerate(order):
+        pos += int(cuts[rank]) - used
+        used = int(cuts[rank])
+        segments[i] = [pos, pos + lengths[i] - 1]
+        pos += lengths[i] + sep
+    return segments
+
+
+def _plan_defects(kinds: Dict[str, List[str]], s: SynthSettings, rng: np.random.Generator):
+    """(num_frames, segments per video): the length is drawn, then lengthened until they fit."""
+    n = int(rng.integers(s.min_frames, s.max_frames + 1))
+    while n <= s.max_frames:
+        sep = max_gap(n, s.initial_frames, s.max_frames_per_call)
+        placed = {v: _place(_lengths(kinds[v], n, s, rng), n, sep, rng) for v in "AB"}
+        if all(p is not None for p in placed.values()):
+            return n, placed
+        n += 1
+    raise SynthError(f"three defects per video do not fit in {s.max_frames} frames; "
+                     "raise --max-frames")
+
+
+def _states(n: int, colour: str, shape: str, direction: str, defects: List[dict], size: int,
+            rng: np.random.Generator) -> List[FrameState]:
+    """Per-frame truth of one video: the object's look, centre and degradation."""
+    scale = size / REF_SIZE
+    dx, dy = DIRECTIONS[direction]
+    kind_at: Dict[int, str] = {}
+    for d in defects:
+        for t in range(d["segment"][0], d["segment"][1] + 1):
+            kind_at[t] = d["kind"]
+    step = [0.0] + [0.0 if kind_at.get(t) == "freeze" else -1.0 if kind_at.get(t) == "wrong_direction"
+                    else 1.0 for t in range(2, n + 1)]
+    travel = np.cumsum(step)
+    lo, hi = (RADIUS + MARGIN) * scale, size - (RADIUS + MARGIN) * scale
+    pace = (hi - lo) / max(travel.max() - travel.min(), 1.0)
+    along = lo + (travel - travel.min()) * pace
+    line = float(rng.uniform(size / 2 - 16 * scale, size / 2 + 16 * scale))
+    towards_middle = 1.0 if line < size / 2 else -1.0
+    wrong_colour = [c for c in COLOURS if _hue_gap(c, colour) >= 60]
+    alt_colour = wrong_colour[int(rng.integers(len(wrong_colour)))]
+    alt_shape = [x for x in SHAPES if x != shape][int(rng.integers(len(SHAPES) - 1))]
+    jump = towards_middle * float(rng.uniform(*TELEPORT)) * scale
+    states = []
+    for t in range(1, n + 1):
+        kind = kind_at.get(t)
+        a = along[t - 1] if dx + dy > 0 else size - along[t - 1]
+        off = 0.0
+        if kind == "jitter":
+            off = float(rng.choice([-1.0, 1.0]) * rng.uniform(*JITTER)) * scale
+        elif kind == "teleport":
+            off = jump
+        x, y = (a, line + off) if dx else (line + off, a)
+        states.append(FrameState(
+            colour=alt_colour if kind == "wrong_colour" else colour,
+            shape=alt_shape if kind == "wrong_shape" else shape,
+            x=round(x, 3), y=round(y, 3), vq=kind if kind in VQ_KINDS else None))
+    return states
+
+
+def _hue_gap(c1: str, c2: str) -> float:
+    h1, h2 = hue_degrees(np.asarray([COLOURS[c1], COLOURS[c2]], dtype=np.float64))
+    return float(abs((h1 - h2 + 180.0) % 360.0 - 180.0))
+
+
+def _encode(frames: Sequence[np.ndarray], path: Path, fps: int) -> None:
+    """Write RGB frames as H.264 (yuv420p) mp4; one encoder thread keeps the bytes reproducible."""
+    import av
+
+    with av.open(str(path), "w", options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream("libx264", rate=fps, options=dict(X264_OPTIONS))
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+# -- the private frame reader (sequential PyAV decode; replaced by vrt_ray.video at merge) ------
+_DECODED: "OrderedDict[str, List[np.ndarray]]" = OrderedDict()
+
+
+def _decode_all(path: str) -> List[np.ndarray]:
+    import av
+
+    key = str(Path(path).resolve())
+    if key not in _DECODED:
+        with av.open(key) as container:
+            _DECODED[key] = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        while len(_DECODED) > 2:
+            _DECODED.popitem(last=False)
+    _DECODED.move_to_end(key)
+    return _DECODED[key]
+
+
+def _read_frames(path: str, indices: Sequence[int]) -> List[np.ndarray]:
+    """Frames at 1-based indices, from a full sequential decode (the last two files are kept)."""
+    frames = _decode_all(path)
+    for i in indices:
+        if not 1 <= i <= len(frames):
+            raise SynthError(f"{path}: frame {i} out of range 1..{len(frames)}")
+    return [frames[i - 1] for i in indices]
+
+
+def _count_frames(path: str) -> int:
+    return len(_decode_all(path))
+
+
+# -- the data set ---------------------------------------------------------------------------------
+def _draw_scene(rng: np.random.Generator) -> Dict[str, str]:
+    return {"colour": list(COLOURS)[int(rng.integers(len(COLOURS)))],
+            "shape": SHAPES[int(rng.integers(len(SHAPES)))],
+            "direction": list(DIRECTIONS)[int(rng.integers(len(DIRECTIONS)))],
+            "background": BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]}
+
+
+def _draw_kinds(rng: np.random.Generator) -> Dict[str, List[str]]:
+    kinds: Dict[str, List[str]] = {"A": [], "B": []}
+    who = [w for w, _ in WHO]
+    p = [q for _, q in WHO]
+    for dim in DIMENSIONS:
+        owner = who[int(rng.choice(len(who), p=p))]
+        for v in "AB":
+            if owner in (v, "both"):
+                kinds[v].append(KINDS[dim][int(rng.integers(len(KINDS[dim])))])
+    return kinds
+
+
+def _dimension(kind: str) -> str:
+    return next(dim for dim, kinds in KINDS.items() if kind in kinds)
+
+
+def make_pair(index: int, s: SynthSettings, videos_dir: Path) -> tuple:
+    """Render pair `index` of the data set into videos_dir; returns (pair, states per video)."""
+    rng = np.random.default_rng([s.seed, index])
+    scene = _draw_scene(rng)
+    kinds = _draw_kinds(rng)
+    n, segments = _plan_defects(kinds, s, rng)
+    defects = {v: sorted(({"dimension": _dimension(k), "kind": k, "segment": seg}
+                          for k, seg in zip(kinds[v], segments[v])), key=lambda d: d["segment"])
+               for v in "AB"}
+    bg = background(scene["background"], s.size)
+    pair_id = f"synth-{s.seed}-{index:05d}"
+    states, paths = {}, {}
+    for v in "AB":
+        states[v] = _states(n, scene["colour"], scene["shape"], scene["direction"], defects[v],
+                            s.size, rng)
+        paths[v] = f"videos/{pair_id}-{v}.mp4"
+        _encode([render(st, bg, rng) for st in states[v]], videos_dir.parent / paths[v], s.fps)
+    pair = PreferencePair(
+        id=pair_id, prompt=prompt_text(scene["colour"], scene["shape"], scene["direction"],
+                                       scene["background"]),
+        video_a=paths["A"], video_b=paths["B"], labels=labels_from_defects(defects),
+        meta={"source": "synthetic", "num_frames": n, "fps": s.fps, "size": s.size,
+              "defects": defects})
+    return pair, states
+
+
+def caption_text(state: FrameState, background_kind: str) -> str:
+    """A factual one-line description of a rendered frame."""
+    quality = {"noise": "noisy", "blur": "blurred", "blocking": "blocky"}.get(state.vq, "sharp and clean")
+    return (f"A {state.colour} {state.shape} at ({state.x:.0f},{state.y:.0f}) over a "
+            f"{background_kind} background, {quality}.")
+
+
+def _captions(pair: PreferencePair, states: Dict[str, List[FrameState]], background_kind: str,
+              rng: np.random.Generator) -> List[dict]:
+    """Per video: one frame inside a defect segment (when it has one) and random others."""
+    rows = []
+    for v, path in (("A", pair.video_a), ("B", pair.video_b)):
+        n = len(states[v])
+        frames = []
+        for d in pair.meta["defects"][v][:1]:
+            frames.append(int(rng.integers(d["segment"][0], d["segment"][1] + 1)))
+        while len(frames) < CAPTIONS_PER_VIDEO:
+            t = int(rng.integers(1, n + 1))
+            if t not in frames:
+                frames.append(t)
+        for t in sorted(frames):
+            st = states[v][t - 1]
+            rows.append({"video": path, "frame": t, "caption": caption_text(st, background_kind),
+                         "facts": {"colour": st.colour, "shape": st.shape, "x": st.x, "y": st.y,
+                                   "quality": st.vq or "clean", "background": background_kind}})
+    return rows
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def generate(out: Path, s: SynthSettings, progress: bool = True) -> dict:
+    """Write the data set into `out` (pairs, videos, splits, traces, captions); return a summary."""
+    from tqdm import tqdm
+
+    s.validate()
+    out = Path(out)
+    videos_dir = out / "videos"
+    try:
+        videos_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SynthError(f"cannot create {videos_dir}: {exc.strerror}") from None
+    teacher = Teacher(lambda p, idx: _read_frames(str(out / p), idx),
+                      lambda p: _count_frames(str(out / p)), initial_frames=s.initial_frames,
+                      max_turns=s.max_turns, max_frames_per_call=s.max_frames_per_call)
+    start = time.perf_counter()
+    pairs, traces, captions = [], [], []
+    for index in tqdm(range(s.pairs), desc="synth pairs", unit="pair", disable=not progress):
+        pair, states = make_pair(index, s, videos_dir)
+        trace = teacher.run(PreferencePair(pair.id, pair.prompt, pair.video_a, pair.video_b))
+        trace["found"] = check_trace(trace, pair)
+        pairs.append(pair)
+        traces.append(trace)
+        bg_kind = pair.prompt.split()[-2]
+        captions += _captions(pair, states, bg_kind, np.random.default_rng([s.seed, index, 1]))
+    order = np.random.default_rng([s.seed, 2**31]).permutation(len(pairs))
+    bounds = np.cumsum([0] + [round(frac * len(pairs)) for _, frac in SPLITS])
+    bounds[-1] = len(pairs)
+    splits = {}
+    for (name, _), lo, hi in zip(SPLITS, bounds, bounds[1:]):
+        splits[name] = [pairs[i] for i in sorted(order[lo:hi])]
+        _write_jsonl(out / f"{name}.jsonl", [p.to_dict() for p in splits[name]])
+    split_of = {p.id: name for name, ps in splits.items() for p in ps}
+    for trace in traces:
+        trace["split"] = split_of[trace["pair_id"]]
+    _write_jsonl(out / "pairs.jsonl", [p.to_dict() for p in pairs])
+    _write_jsonl(out / "traces.jsonl", traces)
+    _write_jsonl(out / "captions.jsonl", captions)
+    return summarise(pairs, traces, splits, captions, time.perf_counter() - start)
+
+
+def summarise(pairs, traces, splits, captions, seconds: float) -> dict:
+    defects = [d for t in traces for d in t["found"]["defects"]]
+    labelled = [(dim, ok) for t in traces for dim, ok in t["found"]["correct"].items()]
+    labels = {dim: {v: sum(p.labels[dim] == v for p in pairs) for v in ("A", "B", "tie")}
+              for dim in (*DIMENSIONS, "overall")}
+    return {
+        "pairs": len(pairs), "splits": {k: len(v) for k, v in splits.items()},
+        "frames": sum(2 * p.meta["num_frames"] for p in pairs),
+        "num_frames_range": [min(p.meta["num_frames"] for p in pairs),
+                             max(p.meta["num_frames"] for p in pairs)],
+        "labels": labels, "defects": len(defects), "captions": len(captions),
+        "teacher": {
+            "defects_found": sum(d["found"] for d in defects) / max(len(defects), 1),
+            "dimension_accuracy": sum(ok for _, ok in labelled) / max(len(labelled), 1),
+            "all_correct": sum(t["found"]["all_correct"] for t in traces) / len(traces),
+            "tool_calls_per_episode": sum(len(t["turns"]) - 1 for t in traces) / len(traces)},
+        "seconds": round(seconds, 1)}
