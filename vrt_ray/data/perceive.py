@@ -9,7 +9,7 @@ Thresholds are for frames of any size (lengths are relative to a 112-pixel frame
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -50,65 +50,65 @@ class FrameView:
         return "clean"
 
 
-def _blockiness(f: np.ndarray) -> float:
+def _blockiness(channels: Sequence[np.ndarray]) -> float:
     """1 - (strongest step between neighbouring pixels inside an 8x8 block) / (strongest step
     anywhere): near 1 when every block is flat and all change sits on the block grid."""
     inside, anywhere = 0.0, 0.0
     for axis in (0, 1):
-        d = np.abs(np.diff(f, axis=axis)).sum(axis=2)
+        d = sum(np.abs(np.diff(c, axis=axis)) for c in channels)
         on_grid = (np.arange(d.shape[axis]) % BLOCK) == BLOCK - 1
         d_inside = d[:, ~on_grid] if axis == 1 else d[~on_grid, :]
         inside, anywhere = max(inside, float(d_inside.max())), max(anywhere, float(d.max()))
     return 0.0 if anywhere < 30 else 1.0 - inside / anywhere
 
 
-def _edge_width(chroma: np.ndarray, mask: np.ndarray) -> float:
+def _edge_width(chroma: np.ndarray, mask: np.ndarray, core: np.ndarray) -> float:
     """Mean width in pixels of the object's outline: pixels in transition per outline pixel."""
     level = float(np.median(chroma[mask]))
     transition = (chroma > 0.2 * level) & (chroma < 0.8 * level)
-    outline = mask & ~ndimage.binary_erosion(mask)
-    return float(transition.sum() / max(outline.sum(), 1))
+    return float(transition.sum() / max(int((mask & ~core).sum()), 1))
 
 
 def _shape(mask: np.ndarray, cx: float, cy: float) -> str:
+    """Ring: hollow at the centroid; square: fills the corners of its bounding box; circle: fills
+    most of the box; triangle: centroid well below the box's middle; else diamond."""
     ys, xs = np.nonzero(mask)
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-    fill = mask.sum() / float((x1 - x0) * (y1 - y0))
-    hole = not mask[int(cy), int(cx)]
-    if hole:
+    if not mask[int(cy), int(cx)]:
         return "ring"
-    if fill > 0.9:
+    box = mask[y0:y1, x0:x1]
+    ch, cw = max(1, round(0.2 * (y1 - y0))), max(1, round(0.2 * (x1 - x0)))
+    corners = np.concatenate([box[:ch, :cw].ravel(), box[:ch, -cw:].ravel(),
+                              box[-ch:, :cw].ravel(), box[-ch:, -cw:].ravel()])
+    if corners.mean() > 0.6:
         return "square"
-    if fill > 0.66:
+    if box.mean() > 0.68:
         return "circle"
-    if (cy - (y0 + y1) / 2.0) / (y1 - y0) > 0.08:
+    if (cy - (y0 + y1) / 2.0) / (y1 - y0) > 0.07:
         return "triangle"
     return "diamond"
 
 
 def perceive(frame: np.ndarray) -> FrameView:
     """Analyse an HxWx3 uint8 RGB frame."""
-    f = frame.astype(np.float64)
-    grey = f.mean(axis=2)
-    chroma = f.max(axis=2) - f.min(axis=2)
+    f = frame.astype(np.float32)
+    r, g, b = f[:, :, 0], f[:, :, 1], f[:, :, 2]
+    grey = (r + g + b) / 3.0
+    chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
     mask = chroma > CHROMA_MIN
     scale = frame.shape[1] / REF_SIZE
-    near = ndimage.binary_dilation(mask, iterations=max(2, round(3 * scale)))
-    bg = ~near
-    noise = float(np.abs(grey - ndimage.uniform_filter(grey, 3, mode="nearest"))[bg].mean()) if bg.any() else 0.0
-
-    blockiness = _blockiness(f)
-
+    bg = ~ndimage.binary_dilation(mask, iterations=max(2, round(3 * scale)))
+    detail = np.abs(grey - ndimage.uniform_filter(grey, 3, mode="nearest"))
+    noise = float(detail[bg].mean()) if bg.any() else 0.0
+    blockiness = _blockiness((r, g, b))
     if mask.sum() < 12 * scale * scale:
         return FrameView(None, None, None, None, noise, 0.0, blockiness)
     ys, xs = np.nonzero(mask)
-    weights = chroma[mask]
-    cx, cy = float((xs * weights).sum() / weights.sum()) + 0.5, float((ys * weights).sum() / weights.sum()) + 0.5
+    weights = chroma[ys, xs]
+    cx = float((xs * weights).sum() / weights.sum()) + 0.5
+    cy = float((ys * weights).sum() / weights.sum()) + 0.5
     core = ndimage.binary_erosion(mask)
-    angles = np.radians(hue_degrees(f[core if core.any() else mask]))
-    hue = np.degrees(np.arctan2(np.sin(angles).mean(), np.cos(angles).mean())) % 360.0
-    dist = np.abs((_PALETTE_HUES - hue + 180.0) % 360.0 - 180.0)
-    colour = _PALETTE[int(np.argmin(dist))]
-
-    return FrameView(colour, _shape(mask, cx, cy), cx, cy, noise, _edge_width(chroma, mask),
-                     blockiness)
+    hue = hue_degrees(f[core if core.any() else mask].mean(axis=0))  # hue of the mean colour
+    colour = _PALETTE[int(np.argmin(np.abs((_PALETTE_HUES - hue + 180.0) % 360.0 - 180.0)))]
+    return FrameView(colour, _shape(mask, cx, cy), cx, cy, noise,
+                     _edge_width(chroma, mask, core), blockiness)

@@ -70,7 +70,7 @@ def background(kind: str, size: int) -> np.ndarray:
         grey = np.broadcast_to(column, (size, size))
     else:
         grey = np.full((size, size), {"dark": 30.0, "grey": 110.0, "light": 190.0}[kind])
-    return np.repeat(grey[:, :, None], 3, axis=2).astype(np.float64)
+    return np.repeat(grey[:, :, None], 3, axis=2).astype(np.float32)
 
 
 def _inside(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
@@ -93,7 +93,7 @@ def _inside(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
 
 def coverage(shape: str, x: float, y: float, r: float, size: int) -> np.ndarray:
     """Fraction of each pixel covered by the shape centred at (x, y) (pixel centres at +0.5)."""
-    cov = np.zeros((size, size))
+    cov = np.zeros((size, size), dtype=np.float32)
     reach = 1.25 * r + 2
     x0, x1 = max(0, int(x - reach)), min(size, int(x + reach) + 1)
     y0, y1 = max(0, int(y - reach)), min(size, int(y + reach) + 1)
@@ -114,9 +114,9 @@ def render(state: FrameState, bg: np.ndarray, rng: np.random.Generator) -> np.nd
     size = bg.shape[0]
     scale = size / REF_SIZE
     cov = coverage(state.shape, state.x, state.y, RADIUS * scale, size)[:, :, None]
-    frame = bg * (1.0 - cov) + np.asarray(COLOURS[state.colour], dtype=np.float64) * cov
+    frame = bg + (np.asarray(COLOURS[state.colour], dtype=np.float32) - bg) * cov
     if state.vq == "noise":
-        frame = frame + rng.normal(0.0, NOISE_SIGMA, size=(size, size, 1))
+        frame = frame + rng.normal(0.0, NOISE_SIGMA, size=(size, size, 1)).astype(np.float32)
     elif state.vq == "blur":
         frame = gaussian_filter(frame, sigma=(BLUR_SIGMA * scale, BLUR_SIGMA * scale, 0))
     elif state.vq == "blocking":
@@ -124,4 +124,4 @@ def render(state: FrameState, bg: np.ndarray, rng: np.random.Generator) -> np.nd
         h, w = size // b * b, size // b * b
         blocks = frame[:h, :w].reshape(h // b, b, w // b, b, 3).mean(axis=(1, 3), keepdims=True)
         frame[:h, :w] = np.broadcast_to(blocks, (h // b, b, w // b, b, 3)).reshape(h, w, 3)
-    return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+    return np.clip(frame + 0.5, 0, 255).astype(np.uint8)

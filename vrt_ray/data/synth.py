@@ -176,16 +176,19 @@ def _encode(frames: Sequence[np.ndarray], path: Path, fps: int) -> None:
 
 
 # -- the private frame reader (sequential PyAV decode; replaced by vrt_ray.video at merge) ------
-_DECODED: "OrderedDict[str, List[np.ndarray]]" = OrderedDict()
+_DECODED: "OrderedDict[str, list]" = OrderedDict()  # path -> decoded frames, last two files
 
 
-def _decode_all(path: str) -> List[np.ndarray]:
+def _decoded(path: str) -> list:
     import av
 
     key = str(Path(path).resolve())
     if key not in _DECODED:
-        with av.open(key) as container:
-            _DECODED[key] = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        try:
+            with av.open(key) as container:
+                _DECODED[key] = list(container.decode(video=0))
+        except (OSError, av.FFmpegError) as exc:
+            raise SynthError(f"{path}: cannot decode: {exc}") from None
         while len(_DECODED) > 2:
             _DECODED.popitem(last=False)
     _DECODED.move_to_end(key)
@@ -193,16 +196,16 @@ def _decode_all(path: str) -> List[np.ndarray]:
 
 
 def _read_frames(path: str, indices: Sequence[int]) -> List[np.ndarray]:
-    """Frames at 1-based indices, from a full sequential decode (the last two files are kept)."""
-    frames = _decode_all(path)
+    """RGB frames at 1-based indices, from one sequential decode of the file."""
+    frames = _decoded(path)
     for i in indices:
         if not 1 <= i <= len(frames):
             raise SynthError(f"{path}: frame {i} out of range 1..{len(frames)}")
-    return [frames[i - 1] for i in indices]
+    return [frames[i - 1].to_ndarray(format="rgb24") for i in indices]
 
 
 def _count_frames(path: str) -> int:
-    return len(_decode_all(path))
+    return len(_decoded(path))
 
 
 # -- the data set ---------------------------------------------------------------------------------

@@ -200,11 +200,14 @@ class Teacher:
                 abs(along[on_path[end]] - along[on_path[still_from]]),
                 abs(perp[on_path[end]] - perp[on_path[still_from]])) >= STILL * scale
             if end == len(on_path) or moved:
-                i, j = on_path[still_from], on_path[end - 1]
-                if j > i and pace * (j - i) >= MIN_EXPECTED * scale:
+                run = on_path[still_from:end]
+                # stillness between far-apart frames may be a turn and a return: only a run that
+                # holds neighbouring frames shows a freeze (the others become suspects below)
+                if (len(run) > 1 and pace * (run[-1] - run[0]) >= MIN_EXPECTED * scale
+                        and any(b == a + 1 for a, b in zip(run, run[1:]))):
                     out.findings.append(Finding(
-                        "MQ", "freeze", list(on_path[still_from:end]), f"frames {i}-{j} show the object in the same place "
-                        f"although it should move about {_fmt(pace * (j - i))} px"))
+                        "MQ", "freeze", list(run), f"frames {_ranges(run)} show the object in the "
+                        f"same place although it should move about {_fmt(pace * (run[-1] - run[0]))} px"))
                 still_from = end
         back_from = 0  # runs of steps against the prompt's direction
         for end in range(1, len(on_path) + 1):
@@ -221,8 +224,10 @@ class Teacher:
             expected = pace * (j - i)
             out.pairs.append((i, j, abs(d - expected) / max(expected, 1e-6)))
             if expected >= 1.5 * scale and d < SLOW * expected and not {i, j} & flagged:
-                out.suspects.append((i, j, f"between frames {i} and {j} the object moved only "
-                                           f"{_fmt(d)} px where about {_fmt(expected)} px was expected"))
+                moved = (f"stayed in the same place" if abs(d) < STILL * scale
+                         else f"moved only {_fmt(d)} px")
+                out.suspects.append((i, j, f"between frames {i} and {j} the object {moved} where "
+                                           f"about {_fmt(expected)} px of travel was expected"))
         return out
 
     # -- episode ---------------------------------------------------------------------------
@@ -256,8 +261,8 @@ class Teacher:
         return {"pair_id": pair.id, "initial": initial, "turns": turns, "findings": findings}
 
     def _look(self, v: _Video, frames: Sequence[int]) -> List[int]:
-        images = self.read_frames(v.path, list(frames))
-        for t, img in zip(frames, images):
+        new = [t for t in frames if t not in v.views]
+        for t, img in zip(new, self.read_frames(v.path, new) if new else []):
             v.views[t] = perceive(img)
             v.images[t] = img
             self._frame_size = img.shape[1]
