@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from vrt_ray.cli import config_cmd, model_cmd
+from vrt_ray.cli import config_cmd, data_cmd, model_cmd
 
-GROUPS = (config_cmd, model_cmd)
+GROUPS = (config_cmd, model_cmd, data_cmd)
 
 
 class UserError(Exception):

@@ -23,7 +23,7 @@ import numpy as np
 from vrt_ray.data.pair import PreferencePair
 from vrt_ray.data.scene import (BACKGROUNDS, COLOURS, DIRECTIONS, MARGIN, RADIUS, REF_SIZE,
                                 SHAPES, VQ_KINDS, FrameState, background, hue_degrees,
-                                prompt_text, render)
+                                parse_prompt, prompt_text, render)
 from vrt_ray.data.teacher import DIMENSIONS, Teacher, check_trace, max_gap
 from vrt_ray.errors import VrtError
 
@@ -36,7 +36,9 @@ JITTER = (3.5, 6.0)  # px off the path, either side, per frame
 TELEPORT = (22.0, 28.0)  # px off the path, towards the middle of the frame
 SPLITS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
 CAPTIONS_PER_VIDEO = 2
-X264_OPTIONS = {"crf": "18", "preset": "veryfast", "threads": "1"}  # one thread: same bytes
+# x264's macroblock-tree rate control gave different bytes for the same frames from one run to
+# the next (at 112 px, even on one thread); without it the output is reproducible
+X264_OPTIONS = {"crf": "18", "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
 
 
 class SynthError(VrtError):
@@ -163,7 +165,7 @@ def _hue_gap(c1: str, c2: str) -> float:
 
 
 def _encode(frames: Sequence[np.ndarray], path: Path, fps: int) -> None:
-    """Write RGB frames as H.264 (yuv420p) mp4; one encoder thread keeps the bytes reproducible."""
+    """Write RGB frames as H.264 (yuv420p) mp4, reproducibly (see X264_OPTIONS)."""
     import av
 
     with av.open(str(path), "w", options={"fflags": "+bitexact"}) as container:
@@ -232,8 +234,20 @@ def _dimension(kind: str) -> str:
     return next(dim for dim, kinds in KINDS.items() if kind in kinds)
 
 
-def make_pair(index: int, s: SynthSettings, videos_dir: Path) -> tuple:
-    """Render pair `index` of the data set into videos_dir; returns (pair, states per video)."""
+def render_video(path: Path, prompt: str, num_frames: int, defects: Sequence[dict], *,
+                 size: int = 112, fps: int = 8,
+                 rng: np.random.Generator) -> List[FrameState]:
+    """Render one video of a grammar prompt with defects ({"kind", "segment": [start, end]},
+    1-based, inclusive) to an mp4 at `path`; returns the per-frame truth."""
+    colour, shape, direction, background_kind = parse_prompt(prompt)
+    states = _states(num_frames, colour, shape, direction, defects, size, rng)
+    bg = background(background_kind, size)
+    _encode([render(st, bg, rng) for st in states], Path(path), fps)
+    return states
+
+
+def make_pair(index: int, s: SynthSettings, out: Path) -> tuple:
+    """Draw and render pair `index` of the data set under out/videos; returns (pair, states)."""
     rng = np.random.default_rng([s.seed, index])
     scene = _draw_scene(rng)
     kinds = _draw_kinds(rng)
@@ -241,18 +255,16 @@ def make_pair(index: int, s: SynthSettings, videos_dir: Path) -> tuple:
     defects = {v: sorted(({"dimension": _dimension(k), "kind": k, "segment": seg}
                           for k, seg in zip(kinds[v], segments[v])), key=lambda d: d["segment"])
                for v in "AB"}
-    bg = background(scene["background"], s.size)
     pair_id = f"synth-{s.seed}-{index:05d}"
+    prompt = prompt_text(scene["colour"], scene["shape"], scene["direction"], scene["background"])
     states, paths = {}, {}
     for v in "AB":
-        states[v] = _states(n, scene["colour"], scene["shape"], scene["direction"], defects[v],
-                            s.size, rng)
         paths[v] = f"videos/{pair_id}-{v}.mp4"
-        _encode([render(st, bg, rng) for st in states[v]], videos_dir.parent / paths[v], s.fps)
+        states[v] = render_video(out / paths[v], prompt, n, defects[v], size=s.size, fps=s.fps,
+                                 rng=rng)
     pair = PreferencePair(
-        id=pair_id, prompt=prompt_text(scene["colour"], scene["shape"], scene["direction"],
-                                       scene["background"]),
-        video_a=paths["A"], video_b=paths["B"], labels=labels_from_defects(defects),
+        id=pair_id, prompt=prompt, video_a=paths["A"], video_b=paths["B"],
+        labels=labels_from_defects(defects),
         meta={"source": "synthetic", "num_frames": n, "fps": s.fps, "size": s.size,
               "defects": defects})
     return pair, states
@@ -309,7 +321,7 @@ def generate(out: Path, s: SynthSettings, progress: bool = True) -> dict:
     start = time.perf_counter()
     pairs, traces, captions = [], [], []
     for index in tqdm(range(s.pairs), desc="synth pairs", unit="pair", disable=not progress):
-        pair, states = make_pair(index, s, videos_dir)
+        pair, states = make_pair(index, s, out)
         trace = teacher.run(PreferencePair(pair.id, pair.prompt, pair.video_a, pair.video_b))
         trace["found"] = check_trace(trace, pair)
         pairs.append(pair)

@@ -201,10 +201,9 @@ class Teacher:
                 abs(perp[on_path[end]] - perp[on_path[still_from]])) >= STILL * scale
             if end == len(on_path) or moved:
                 run = on_path[still_from:end]
-                # stillness between far-apart frames may be a turn and a return: only a run that
-                # holds neighbouring frames shows a freeze (the others become suspects below)
-                if (len(run) > 1 and pace * (run[-1] - run[0]) >= MIN_EXPECTED * scale
-                        and any(b == a + 1 for a, b in zip(run, run[1:]))):
+                # stillness between far-apart frames may be a turn and a return: only neighbouring
+                # frames that should have moved visibly show a freeze (others become suspects)
+                if pace * (_longest_consecutive(run) - 1) >= MIN_EXPECTED * scale:
                     out.findings.append(Finding(
                         "MQ", "freeze", list(run), f"frames {_ranges(run)} show the object in the "
                         f"same place although it should move about {_fmt(pace * (run[-1] - run[0]))} px"))
@@ -375,6 +374,15 @@ class Teacher:
         answer["overall"] = "A" if wins_a > wins_b else "B" if wins_b > wins_a else "tie"
         lines.append(f"Overall: A wins {wins_a} dimension(s), B wins {wins_b}, so {answer['overall']}.")
         return " ".join(lines), answer
+
+
+def _longest_consecutive(frames: Sequence[int]) -> int:
+    """Length of the longest run of consecutive frame numbers, e.g. 3 for [2, 5, 6, 7, 9]."""
+    best = run = 1 if frames else 0
+    for a, b in zip(frames, frames[1:]):
+        run = run + 1 if b == a + 1 else 1
+        best = max(best, run)
+    return best
 
 
 def _ranges(frames: Sequence[int]) -> str:
