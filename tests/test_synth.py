@@ -289,7 +289,8 @@ def test_captions_match_the_rendered_frames(dataset):
     for r in rows:
         facts = r["facts"]
         frame = _read_frames(str(out / r["video"]), [r["frame"]])[0]
-        assert _hue_distance(_hue(frame), _hue(np.asarray([[COLOURS[facts["colour"]]]], np.uint8))) < 12
+        truth = _hue(np.asarray([[COLOURS[facts["colour"]]]], np.uint8))
+        assert _hue_distance(_hue(frame), truth) < 12
         if facts["quality"] != "blocking":
             x, y = _centroid(frame)
             assert abs(x - facts["x"]) < 1.5 and abs(y - facts["y"]) < 1.5, r

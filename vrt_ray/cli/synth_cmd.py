@@ -15,10 +15,14 @@ def add_synth(data_subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", required=True, metavar="DIR", help="output folder")
     synth.add_argument("--pairs", type=int, required=True, metavar="N", help="number of pairs")
     synth.add_argument("--seed", type=int, default=0, metavar="S")
-    synth.add_argument("--min-frames", type=int, default=16, metavar="N", help="shortest video (default 16)")
-    synth.add_argument("--max-frames", type=int, default=256, metavar="N", help="longest video (default 256)")
-    synth.add_argument("--size", type=int, default=112, metavar="PX", help="frame side in pixels (default 112)")
-    synth.add_argument("--fps", type=int, default=8, metavar="N", help="frames per second (default 8)")
+    synth.add_argument("--min-frames", type=int, default=16, metavar="N",
+                       help="shortest video (default 16)")
+    synth.add_argument("--max-frames", type=int, default=256, metavar="N",
+                       help="longest video (default 256)")
+    synth.add_argument("--size", type=int, default=112, metavar="PX",
+                       help="frame side in pixels (default 112)")
+    synth.add_argument("--fps", type=int, default=8, metavar="N",
+                       help="frames per second (default 8)")
     synth.add_argument("--initial-frames", type=int, default=4, metavar="K",
                        help="teacher: uniform frames per video shown first (default 4)")
     synth.add_argument("--max-turns", type=int, default=6, metavar="N",

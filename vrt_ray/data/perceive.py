@@ -3,7 +3,8 @@
 The object is found by its chroma (backgrounds are grey, objects saturated colours); its colour
 is the palette colour nearest in hue, its shape follows from the mask's geometry, its position is
 the mask's centroid. Quality: high-frequency energy of the background (noise), edge sharpness
-of the object's outline (blur), and how flat the frame is inside 8x8 blocks compared with between them (blocking).
+of the object's outline (blur), and how flat the frame is inside 8x8 blocks compared with the
+steps between blocks (blocking).
 Thresholds are for frames of any size (lengths are relative to a 112-pixel frame).
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from vrt_ray.data.scene import BLOCK, COLOURS, REF_SIZE, hue_degrees
 CHROMA_MIN = 80  # max(R,G,B) - min(R,G,B) above this is object
 NOISE_MAX = 5.0  # mean |grey - its 3x3 mean| over the background above this: noisy
 EDGE_WIDTH_MAX = 3.0  # pixels of outline transition per outline pixel above this: blurred
-BLOCKINESS_MAX = 0.7  # above this the frame is flat inside 8x8 blocks and steps between them: blocky
+BLOCKINESS_MAX = 0.7  # above this the frame is flat inside its 8x8 blocks: blocky
 
 
 _PALETTE = list(COLOURS)

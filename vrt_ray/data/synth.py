@@ -11,7 +11,6 @@ Same seed, same bytes.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -65,7 +64,7 @@ class SynthSettings:
                              "16 <= min-frames <= max-frames")
         if self.size < 56 or self.size % 8:
             raise SynthError(f"--size {self.size}: need a multiple of 8, at least 56")
-        if self.fps < 1 or self.initial_frames < 2 or self.max_turns < 2 or self.max_frames_per_call < 2:
+        if min(self.initial_frames, self.max_turns, self.max_frames_per_call) < 2 or self.fps < 1:
             raise SynthError("--fps >= 1, --initial-frames >= 2, --max-turns >= 2 and "
                              "--max-frames-per-call >= 2 are needed")
 
@@ -91,7 +90,8 @@ def _lengths(kinds: Sequence[str], n: int, s: SynthSettings, rng: np.random.Gene
             for k in kinds]
 
 
-def _place(lengths: List[int], n: int, sep: int, rng: np.random.Generator) -> Optional[List[List[int]]]:
+def _place(lengths: List[int], n: int, sep: int,
+           rng: np.random.Generator) -> Optional[List[List[int]]]:
     """Random disjoint segments [start, end] inside frames 2..n-1, `sep` frames apart, in a
     random order; None when they do not fit."""
     free = (n - 2) - sum(lengths) - sep * (len(lengths) - 1)
@@ -130,8 +130,8 @@ def _states(n: int, colour: str, shape: str, direction: str, defects: List[dict]
     for d in defects:
         for t in range(d["segment"][0], d["segment"][1] + 1):
             kind_at[t] = d["kind"]
-    step = [0.0] + [0.0 if kind_at.get(t) == "freeze" else -1.0 if kind_at.get(t) == "wrong_direction"
-                    else 1.0 for t in range(2, n + 1)]
+    step = [0.0] + [{"freeze": 0.0, "wrong_direction": -1.0}.get(kind_at.get(t), 1.0)
+                    for t in range(2, n + 1)]
     travel = np.cumsum(step)
     lo, hi = (RADIUS + MARGIN) * scale, size - (RADIUS + MARGIN) * scale
     pace = (hi - lo) / max(travel.max() - travel.min(), 1.0)
@@ -272,7 +272,8 @@ def make_pair(index: int, s: SynthSettings, out: Path) -> tuple:
 
 def caption_text(state: FrameState, background_kind: str) -> str:
     """A factual one-line description of a rendered frame."""
-    quality = {"noise": "noisy", "blur": "blurred", "blocking": "blocky"}.get(state.vq, "sharp and clean")
+    quality = {"noise": "noisy", "blur": "blurred", "blocking": "blocky"}.get(
+        state.vq, "sharp and clean")
     return (f"A {state.colour} {state.shape} at ({state.x:.0f},{state.y:.0f}) over a "
             f"{background_kind} background, {quality}.")
 

@@ -119,9 +119,8 @@ class Finding:
 @dataclass
 class _Analysis:
     findings: List[Finding] = field(default_factory=list)
-    suspects: List[Tuple[int, int, str]] = field(default_factory=list)  # slow stretches
-    pace: float = 0.0  # px per frame along the prompt's direction
-    pairs: List[Tuple[int, int, float]] = field(default_factory=list)  # (i, j, deviation)
+    suspects: List[Tuple[int, int, str]] = field(default_factory=list)  # (i, j, why): too slow
+    pairs: List[Tuple[int, int, float]] = field(default_factory=list)  # (i, j, pace deviation)
 
 
 class _Video:
@@ -133,6 +132,7 @@ class _Video:
         self.images: Dict[int, np.ndarray] = {}
         self.calls: List[List[int]] = []
         self.zoomed: set = set()
+        self.scale = 1.0  # frame width / 112
 
 
 def _fmt(v: float) -> str:
@@ -151,15 +151,15 @@ class Teacher:
     def _analyse(self, v: _Video, colour: str, shape: str, direction: str) -> _Analysis:
         out = _Analysis()
         dx, dy = DIRECTIONS[direction]
-        scale = self._scale
+        scale = v.scale
         for t in sorted(v.views):
             view = v.views[t]
             if view.quality != "clean":
                 out.findings.append(Finding("VQ", _QUALITY_KIND[view.quality], [t],
                                             f"frame {t} is {view.quality}"))
             if view.colour is not None and view.colour != colour:
-                out.findings.append(Finding("TA", "wrong_colour", [t],
-                                            f"frame {t} shows a {view.colour} object, not {colour}"))
+                out.findings.append(Finding(
+                    "TA", "wrong_colour", [t], f"frame {t} shows a {view.colour} object, not {colour}"))
             if view.quality == "clean" and view.shape is not None and view.shape != shape:
                 out.findings.append(Finding("TA", "wrong_shape", [t],
                                             f"frame {t} shows a {view.shape}, not a {shape}"))
@@ -193,7 +193,6 @@ class Teacher:
         forward = [(i, j, d) for i, j, d in steps if d > 0]  # the pace while it moves as asked
         pace = _weighted_median([d / (j - i) for i, j, d in forward],
                                 [j - i for i, j, _ in forward]) if forward else 0.0
-        out.pace = pace
         still_from = 0  # runs of positions that stay put although the object should move
         for end in range(1, len(on_path) + 1):
             moved = end < len(on_path) and max(
@@ -206,11 +205,14 @@ class Teacher:
                 if pace * (_longest_consecutive(run) - 1) >= MIN_EXPECTED * scale:
                     out.findings.append(Finding(
                         "MQ", "freeze", list(run), f"frames {_ranges(run)} show the object in the "
-                        f"same place although it should move about {_fmt(pace * (run[-1] - run[0]))} px"))
+                        f"same place although it should move about "
+                        f"{_fmt(pace * (run[-1] - run[0]))} px"))
                 still_from = end
         back_from = 0  # runs of steps against the prompt's direction
         for end in range(1, len(on_path) + 1):
-            if end == len(on_path) or along[on_path[end]] - along[on_path[end - 1]] >= -0.05 * scale:
+            step_back = end < len(on_path) and (
+                along[on_path[end]] - along[on_path[end - 1]] < -0.05 * scale)
+            if not step_back:
                 i, j = on_path[back_from], on_path[end - 1]
                 if j > i and along[i] - along[j] >= BACKWARD * scale:
                     out.findings.append(Finding(
@@ -218,7 +220,8 @@ class Teacher:
                         f"from frame {i} to {j} the object moves {_fmt(along[i] - along[j])} px "
                         f"{_OPPOSITE[direction]}, against the prompt's {direction}"))
                 back_from = end
-        flagged = {t for f in out.findings for t in f.frames if f.kind in ("freeze", "wrong_direction")}
+        flagged = {t for f in out.findings if f.kind in ("freeze", "wrong_direction")
+                   for t in f.frames}
         for i, j, d in steps:
             expected = pace * (j - i)
             out.pairs.append((i, j, abs(d - expected) / max(expected, 1e-6)))
@@ -237,7 +240,6 @@ class Teacher:
                   "B": _Video("B", pair.video_b, self.count_frames(pair.video_b))}
         initial = {name: uniform_indices(v.n, self.k) for name, v in videos.items()}
         first = {name: self._look(videos[name], initial[name]) for name in VIDEOS}
-        self._scale = self._frame_size / REF_SIZE
         turns = []
         text = [f"The prompt asks for a {colour} {shape} moving {direction}."]
         for name in VIDEOS:
@@ -264,18 +266,18 @@ class Teacher:
         for t, img in zip(new, self.read_frames(v.path, new) if new else []):
             v.views[t] = perceive(img)
             v.images[t] = img
-            self._frame_size = img.shape[1]
+            v.scale = img.shape[1] / REF_SIZE
         return list(frames)
 
     def _describe(self, v: _Video, frames: Sequence[int]) -> str:
-        """What each just-received frame shows, and how it changed since the frame seen before it."""
+        """What each just-received frame shows and how it changed since the one seen before it."""
         parts = []
         for t in frames:
             view = v.views[t]
             if view.x is None:
                 parts.append(f"{v.name} {t}: no object, {view.quality}.")
                 continue
-            what = f"{view.colour} {view.shape}" if view.quality == "clean" else f"{view.colour} object"
+            what = f"{view.colour} {view.shape if view.quality == 'clean' else 'object'}"
             line = f"{v.name} {t}: {what} at ({view.x:.0f},{view.y:.0f}), {view.quality}"
             earlier = [s for s in v.views if s < t and v.views[s].x is not None]
             if earlier:
@@ -284,16 +286,18 @@ class Teacher:
                 diff = np.abs(v.images[t].astype(np.int16) - v.images[s]).max()
                 if diff <= IDENTICAL:
                     line += f", looks identical to {s}"
-                elif max(abs(ddx), abs(ddy)) < STILL * self._scale:
+                elif max(abs(ddx), abs(ddy)) < STILL * v.scale:
                     line += f", about the same place as {s}"
                 else:
-                    moves = [f"{_fmt(abs(d))} {(neg if d < 0 else pos)}" for d, neg, pos in
-                             ((ddx, "left", "right"), (ddy, "up", "down")) if abs(d) >= 0.5 * self._scale]
+                    moves = [f"{_fmt(abs(d))} {(neg if d < 0 else pos)}"
+                             for d, neg, pos in ((ddx, "left", "right"), (ddy, "up", "down"))
+                             if abs(d) >= 0.5 * v.scale]
                     line += f", moved {' and '.join(moves) or 'slightly'} since {s}"
             parts.append(line + ".")
         return " ".join(parts)
 
     def _next_call(self, videos, colour, shape, direction) -> Optional[Tuple[str, List[int], str]]:
+        """(video, frames, why) of the next tool call, or None when there is nothing to look at."""
         for name in VIDEOS:  # coarse scans first
             v = videos[name]
             if not v.calls:
@@ -308,8 +312,7 @@ class Teacher:
                 choices.append((name, *target))
         if not choices:
             return None
-        zooms = [sum(1 for c in videos[n].calls[1:]) for n in VIDEOS]
-        choices.sort(key=lambda c: (zooms[VIDEOS.index(c[0])], c[0]))
+        choices.sort(key=lambda c: (len(videos[c[0]].calls), c[0]))  # the less zoomed video first
         name, key, frames, reason = choices[0]
         videos[name].zoomed.add(key)
         return name, frames, reason
@@ -328,8 +331,8 @@ class Teacher:
         if not v.zoomed and not options and a.pairs:
             i, j, _ = max(a.pairs, key=lambda p: (p[2], p[1] - p[0], -p[0]))
             options.append((("stretch",), (i + j) // 2, (
-                f"Nothing looked wrong in video {v.name} so far. The stretch between frames {i} and "
-                f"{j} is where the pace deviated most from a steady motion, so I zoom in there to "
+                f"Nothing looked wrong in video {v.name} so far. The stretch between frames "
+                f"{i} and {j} is where the pace deviated most from a steady motion, so I zoom in there to "
                 "check for a motion fault I may have missed")))
         for key, centre, reason in options:
             if key in v.zoomed:
@@ -372,7 +375,8 @@ class Teacher:
         wins_a = sum(answer[d] == "A" for d in DIMENSIONS)
         wins_b = sum(answer[d] == "B" for d in DIMENSIONS)
         answer["overall"] = "A" if wins_a > wins_b else "B" if wins_b > wins_a else "tie"
-        lines.append(f"Overall: A wins {wins_a} dimension(s), B wins {wins_b}, so {answer['overall']}.")
+        lines.append(f"Overall: A wins {wins_a} dimension(s), B wins {wins_b}, "
+                     f"so {answer['overall']}.")
         return " ".join(lines), answer
 
 
