@@ -319,7 +319,7 @@ def test_same_seed_same_bytes(tmp_path):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"pairs": 0}, "--pairs 0"), ({"pairs": 1, "min_frames": 8}, "frame range"),
-    ({"pairs": 1, "size": 100}, "--size 100")])
+    ({"pairs": 1, "size": 100}, "--size 100"), ({"pairs": 1, "size": 64}, "--size 64")])
 def test_bad_settings_are_refused(tmp_path, kwargs, message):
     with pytest.raises(SynthError, match=re.escape(message)):
         generate(tmp_path, SynthSettings(**kwargs), progress=False)

@@ -17,7 +17,8 @@ from scipy import ndimage
 
 from vrt_ray.data.scene import BLOCK, COLOURS, REF_SIZE, hue_degrees
 
-CHROMA_MIN = 80  # max(R,G,B) - min(R,G,B) above this is object
+CHROMA_MIN = 80  # max(R,G,B) - min(R,G,B) above this is object...
+OBJECT_SHARE = 0.6  # ...and above this share of the object's median chroma
 NOISE_MAX = 5.0  # mean |grey - its 3x3 mean| over the background above this: noisy
 EDGE_WIDTH_MAX = 3.0  # pixels of outline transition per outline pixel above this: blurred
 BLOCKINESS_MAX = 0.7  # above this the frame is flat inside its 8x8 blocks: blocky
@@ -97,6 +98,8 @@ def perceive(frame: np.ndarray) -> FrameView:
     grey = (r + g + b) / 3.0
     chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
     mask = chroma > CHROMA_MIN
+    if mask.any():  # drop the half-coloured fringe that 4:2:0 chroma leaves along edges
+        mask &= chroma > OBJECT_SHARE * float(np.median(chroma[mask]))
     scale = frame.shape[1] / REF_SIZE
     bg = ~ndimage.binary_dilation(mask, iterations=max(2, round(3 * scale)))
     detail = np.abs(grey - ndimage.uniform_filter(grey, 3, mode="nearest"))

@@ -35,6 +35,7 @@ JITTER = (3.5, 6.0)  # px off the path, either side, per frame
 TELEPORT = (22.0, 28.0)  # px off the path, towards the middle of the frame
 SPLITS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
 CAPTIONS_PER_VIDEO = 2
+_DRAWS = 1000  # tries at a mix of defects that fits the length range
 # x264's macroblock-tree rate control gave different bytes for the same frames from one run to
 # the next (at 112 px, even on one thread); without it the output is reproducible
 X264_OPTIONS = {"crf": "18", "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
@@ -62,8 +63,8 @@ class SynthSettings:
         if not 16 <= self.min_frames <= self.max_frames:
             raise SynthError(f"frame range {self.min_frames}..{self.max_frames}: need "
                              "16 <= min-frames <= max-frames")
-        if self.size < 56 or self.size % 8:
-            raise SynthError(f"--size {self.size}: need a multiple of 8, at least 56")
+        if self.size < 96 or self.size % 8:  # smaller objects are too small to read reliably
+            raise SynthError(f"--size {self.size}: need a multiple of 8, at least 96")
         if min(self.initial_frames, self.max_turns, self.max_frames_per_call) < 2 or self.fps < 1:
             raise SynthError("--fps >= 1, --initial-frames >= 2, --max-turns >= 2 and "
                              "--max-frames-per-call >= 2 are needed")
@@ -108,17 +109,27 @@ def _place(lengths: List[int], n: int, sep: int,
     return segments
 
 
+def _moves_as_asked(kinds: Sequence[str], lengths: Sequence[int], n: int) -> bool:
+    """Whether the object still clearly moves the prompt's way: forward frames at least 1.5
+    times the backward ones."""
+    back = sum(L for k, L in zip(kinds, lengths) if k == "wrong_direction")
+    still = sum(L for k, L in zip(kinds, lengths) if k == "freeze")
+    return n - back - still >= 1.5 * back
+
+
 def _plan_defects(kinds: Dict[str, List[str]], s: SynthSettings, rng: np.random.Generator):
-    """(num_frames, segments per video): the length is drawn, then lengthened until they fit."""
+    """(num_frames, segments per video), or None when the defects cannot fit: the length is
+    drawn, then lengthened until they fit."""
     n = int(rng.integers(s.min_frames, s.max_frames + 1))
     while n <= s.max_frames:
         sep = max_gap(n, s.initial_frames, s.max_frames_per_call)
-        placed = {v: _place(_lengths(kinds[v], n, s, rng), n, sep, rng) for v in "AB"}
-        if all(p is not None for p in placed.values()):
+        lengths = {v: _lengths(kinds[v], n, s, rng) for v in "AB"}
+        placed = {v: _place(lengths[v], n, sep, rng) for v in "AB"}
+        if all(p is not None for p in placed.values()) and all(
+                _moves_as_asked(kinds[v], lengths[v], n) for v in "AB"):
             return n, placed
         n += 1
-    raise SynthError(f"three defects per video do not fit in {s.max_frames} frames; "
-                     "raise --max-frames")
+    return None
 
 
 def _states(n: int, colour: str, shape: str, direction: str, defects: List[dict], size: int,
@@ -250,8 +261,15 @@ def make_pair(index: int, s: SynthSettings, out: Path) -> tuple:
     """Draw and render pair `index` of the data set under out/videos; returns (pair, states)."""
     rng = np.random.default_rng([s.seed, index])
     scene = _draw_scene(rng)
-    kinds = _draw_kinds(rng)
-    n, segments = _plan_defects(kinds, s, rng)
+    for _ in range(_DRAWS):  # short videos cannot hold every mix of defects: draw again
+        kinds = _draw_kinds(rng)
+        plan = _plan_defects(kinds, s, rng)
+        if plan is not None:
+            break
+    else:
+        raise SynthError(f"defects do not fit in {s.min_frames}..{s.max_frames} frames; "
+                         "raise --max-frames")
+    n, segments = plan
     defects = {v: sorted(({"dimension": _dimension(k), "kind": k, "segment": seg}
                           for k, seg in zip(kinds[v], segments[v])), key=lambda d: d["segment"])
                for v in "AB"}
