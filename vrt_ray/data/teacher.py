@@ -324,7 +324,9 @@ class Teacher:
         for i, j, why in a.suspects:
             options.append((("slow", i, j), (i + j) // 2, f"In video {v.name}, {why}; I zoom in "
                             "there to see whether it stopped or turned back"))
-        for f in a.findings:
+        for f in a.findings:  # a fault not yet seen next to a neighbouring frame: confirm it
+            if any(t - 1 in v.views or t + 1 in v.views for t in f.frames):
+                continue
             centre = f.frames[len(f.frames) // 2]
             options.append(((f.dimension, f.kind), centre, f"In video {v.name}, {f.text}; I zoom "
                             "into the frames around it to confirm it"))
