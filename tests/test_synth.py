@@ -335,3 +335,31 @@ def test_cli_prints_a_summary(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "vrt_ray", "data", "synth", "--out",
                           str(tmp_path), "--pairs", "-1"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("vrt-ray: error: --pairs -1")
+
+
+def _frames_mentioned(text):
+    """Frame numbers a think text names: 'A 17:', 'since 17', 'identical to 17', 'frames 3-5, 9',
+    'between frames 3 and 9', 'from frame 3 to 9'."""
+    found = set()
+    for m in re.finditer(r"\b[AB] (\d+):|since (\d+)|identical to (\d+)|same place as (\d+)"
+                         r"|from frame (\d+) to (\d+)|between frames (\d+) and (\d+)", text):
+        found |= {int(g) for g in m.groups() if g}
+    for m in re.finditer(r"\bframes? ((?:\d+(?:-\d+)?(?:, )?)+)", text):
+        for part in m.group(1).split(", "):
+            lo, _, hi = part.partition("-")
+            found |= set(range(int(lo), int(hi or lo) + 1))
+    return found
+
+
+def test_reasoning_names_only_frames_already_seen(dataset):
+    _, _, _, traces = dataset
+    for t in traces:
+        seen = {v: set(t["initial"][v]) for v in "AB"}
+        for turn in t["turns"]:
+            call = turn.get("tool_call", {"video": "A", "target_frames": []})
+            asked = set(call["target_frames"])
+            every = seen["A"] | seen["B"] | asked
+            assert _frames_mentioned(turn["think"]) <= every, (t["pair_id"], turn["think"])
+            for video, frame in re.findall(r"\b([AB]) (\d+):", turn["think"]):
+                assert int(frame) in seen[video], (t["pair_id"], video, frame)
+            seen[call["video"]] |= asked
