@@ -284,7 +284,7 @@ def test_traces_keep_the_budgets_and_describe_every_frame(dataset):
 def test_captions_match_the_rendered_frames(dataset):
     out, _, pairs, _ = dataset
     rows = [json.loads(line) for line in open(out / "captions.jsonl")]
-    assert len(rows) == 4 * len(pairs)
+    assert len(rows) == 8 * len(pairs)
     assert {r["facts"]["quality"] for r in rows} >= {"clean", "noise", "blur", "blocking"}
     for r in rows:
         facts = r["facts"]

@@ -34,7 +34,7 @@ WHO = (("A", 0.3), ("B", 0.3), ("none", 0.25), ("both", 0.15))
 JITTER = (3.5, 6.0)  # px off the path, either side, per frame
 TELEPORT = (22.0, 28.0)  # px off the path, towards the middle of the frame
 SPLITS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
-CAPTIONS_PER_VIDEO = 2
+CAPTIONS_PER_VIDEO = 4
 _DRAWS = 1000  # tries at a mix of defects that fits the length range
 # x264's macroblock-tree rate control gave different bytes for the same frames from one run to
 # the next (at 112 px, even on one thread); without it the output is reproducible
@@ -298,7 +298,7 @@ def caption_text(state: FrameState, background_kind: str) -> str:
 
 def _captions(pair: PreferencePair, states: Dict[str, List[FrameState]], background_kind: str,
               rng: np.random.Generator) -> List[dict]:
-    """Per video: one frame inside a defect segment (when it has one) and random others."""
+    """Per video: a frame inside its first defect segment (when it has one), then random ones."""
     rows = []
     for v, path in (("A", pair.video_a), ("B", pair.video_b)):
         n = len(states[v])
@@ -345,8 +345,8 @@ def generate(out: Path, s: SynthSettings, progress: bool = True) -> dict:
         trace["found"] = check_trace(trace, pair)
         pairs.append(pair)
         traces.append(trace)
-        bg_kind = pair.prompt.split()[-2]
-        captions += _captions(pair, states, bg_kind, np.random.default_rng([s.seed, index, 1]))
+        captions += _captions(pair, states, parse_prompt(pair.prompt)[3],
+                              np.random.default_rng([s.seed, index, 1]))
     order = np.random.default_rng([s.seed, 2**31]).permutation(len(pairs))
     bounds = np.cumsum([0] + [round(frac * len(pairs)) for _, frac in SPLITS])
     bounds[-1] = len(pairs)
@@ -360,10 +360,11 @@ def generate(out: Path, s: SynthSettings, progress: bool = True) -> dict:
     _write_jsonl(out / "pairs.jsonl", [p.to_dict() for p in pairs])
     _write_jsonl(out / "traces.jsonl", traces)
     _write_jsonl(out / "captions.jsonl", captions)
-    return summarise(pairs, traces, splits, captions, time.perf_counter() - start)
+    return _summarise(pairs, traces, splits, captions, time.perf_counter() - start)
 
 
-def summarise(pairs, traces, splits, captions, seconds: float) -> dict:
+def _summarise(pairs, traces, splits, captions, seconds: float) -> dict:
+    """Counts, label distribution and the teacher's rates (from the traces' `found`)."""
     defects = [d for t in traces for d in t["found"]["defects"]]
     labelled = [(dim, ok) for t in traces for dim, ok in t["found"]["correct"].items()]
     labels = {dim: {v: sum(p.labels[dim] == v for p in pairs) for v in ("A", "B", "tie")}
