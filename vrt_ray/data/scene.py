@@ -40,13 +40,14 @@ def hue_degrees(rgb: np.ndarray) -> np.ndarray:
 
 def prompt_text(colour: str, shape: str, direction: str, background: str) -> str:
     """The prompt of a scene, e.g. 'a red circle moving right over a dark background'."""
-    return f"a {colour} {shape} moving {direction} over a {background} background"
+    article = "an" if colour[0] in "aeiou" else "a"
+    return f"{article} {colour} {shape} moving {direction} over a {background} background"
 
 
 def parse_prompt(prompt: str) -> Tuple[str, str, str, str]:
     """(colour, shape, direction, background) of a prompt written by `prompt_text`."""
     words = prompt.split()
-    if (len(words) != 9 or words[0] != "a" or words[3] != "moving" or words[1] not in COLOURS
+    if (len(words) != 9 or words[0] not in ("a", "an") or words[3] != "moving" or words[1] not in COLOURS
             or words[2] not in SHAPES or words[4] not in DIRECTIONS or words[7] not in BACKGROUNDS):
         raise ValueError(f"not a synthetic-scene prompt: {prompt!r}")
     return words[1], words[2], words[4], words[7]

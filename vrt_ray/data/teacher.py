@@ -159,10 +159,10 @@ class Teacher:
                                             f"frame {t} is {view.quality}"))
             if view.colour is not None and view.colour != colour:
                 out.findings.append(Finding(
-                    "TA", "wrong_colour", [t], f"frame {t} shows a {view.colour} object, not {colour}"))
+                    "TA", "wrong_colour", [t], f"frame {t} is {view.colour}, not {colour}"))
             if view.quality == "clean" and view.shape is not None and view.shape != shape:
                 out.findings.append(Finding("TA", "wrong_shape", [t],
-                                            f"frame {t} shows a {view.shape}, not a {shape}"))
+                                            f"frame {t} is a {view.shape}, not a {shape}"))
         usable = [t for t in sorted(v.views)
                   if v.views[t].quality == "clean" and v.views[t].x is not None]
         if len(usable) < 2:
@@ -177,7 +177,7 @@ class Teacher:
                 far = abs(off) > FAR_OFF_PATH * scale
                 out.findings.append(Finding(
                     "MQ", "teleport" if far else "jitter", [t],
-                    f"frame {t} is {_fmt(abs(off))} px off the path the object follows"
+                    f"frame {t} is {_fmt(abs(off))} px off the path"
                     + (" (a jump)" if far else " (a shake)")))
             else:
                 on_path.append(t)
@@ -187,7 +187,7 @@ class Teacher:
         net = _weighted_median([d / (j - i) for i, j, d in steps], [j - i for i, j, _ in steps])
         if net < 0 and abs(net) * (on_path[-1] - on_path[0]) > BACKWARD * scale:
             out.findings.append(Finding("TA", "wrong_direction", list(on_path),
-                                        f"overall the object moves {_OPPOSITE[direction]}, "
+                                        f"it moves {_OPPOSITE[direction]} overall, "
                                         f"not {direction}"))
             return out
         forward = [(i, j, d) for i, j, d in steps if d > 0]  # the pace while it moves as asked
@@ -204,9 +204,8 @@ class Teacher:
                 # frames that should have moved visibly show a freeze (others become suspects)
                 if pace * (_longest_consecutive(run) - 1) >= MIN_EXPECTED * scale:
                     out.findings.append(Finding(
-                        "MQ", "freeze", list(run), f"frames {_ranges(run)} show the object in the "
-                        f"same place although it should move about "
-                        f"{_fmt(pace * (run[-1] - run[0]))} px"))
+                        "MQ", "freeze", list(run), f"frames {_ranges(run)} stay in place where "
+                        f"{_fmt(pace * (run[-1] - run[0]))} px of travel was expected"))
                 still_from = end
         back_from = 0  # runs of steps against the prompt's direction
         for end in range(1, len(on_path) + 1):
@@ -217,8 +216,8 @@ class Teacher:
                 if j > i and along[i] - along[j] >= BACKWARD * scale:
                     out.findings.append(Finding(
                         "TA", "wrong_direction", list(on_path[back_from:end]),
-                        f"from frame {i} to {j} the object moves {_fmt(along[i] - along[j])} px "
-                        f"{_OPPOSITE[direction]}, against the prompt's {direction}"))
+                        f"from frame {i} to {j} it moves {_fmt(along[i] - along[j])} px "
+                        f"{_OPPOSITE[direction]}, not {direction}"))
                 back_from = end
         flagged = {t for f in out.findings if f.kind in ("freeze", "wrong_direction")
                    for t in f.frames}
@@ -226,10 +225,9 @@ class Teacher:
             expected = pace * (j - i)
             out.pairs.append((i, j, abs(d - expected) / max(expected, 1e-6)))
             if expected >= 1.5 * scale and d < SLOW * expected and not {i, j} & flagged:
-                moved = (f"stayed in the same place" if abs(d) < STILL * scale
-                         else f"moved only {_fmt(d)} px")
-                out.suspects.append((i, j, f"between frames {i} and {j} the object {moved} where "
-                                           f"about {_fmt(expected)} px of travel was expected"))
+                moved = "stayed in place" if abs(d) < STILL * scale else f"moved {_fmt(d)} px"
+                out.suspects.append((i, j, f"between frames {i} and {j} it {moved} where "
+                                           f"{_fmt(expected)} px was expected"))
         return out
 
     # -- episode ---------------------------------------------------------------------------
@@ -241,7 +239,7 @@ class Teacher:
         initial = {name: uniform_indices(v.n, self.k) for name, v in videos.items()}
         first = {name: self._look(videos[name], initial[name]) for name in VIDEOS}
         turns = []
-        text = [f"The prompt asks for a {colour} {shape} moving {direction}."]
+        text = [f"Prompt: {_article(colour)} {colour} {shape} moving {direction}."]
         for name in VIDEOS:
             text.append(self._describe(videos[name], first[name]))
         pending = " ".join(text)
@@ -271,28 +269,29 @@ class Teacher:
 
     def _describe(self, v: _Video, frames: Sequence[int]) -> str:
         """What each just-received frame shows and how it changed since the one seen before it."""
-        parts = []
+        parts, previous = [], None
         for t in frames:
             view = v.views[t]
             if view.x is None:
                 parts.append(f"{v.name} {t}: no object, {view.quality}.")
                 continue
             what = f"{view.colour} {view.shape if view.quality == 'clean' else 'object'}"
-            line = f"{v.name} {t}: {what} at ({view.x:.0f},{view.y:.0f}), {view.quality}"
+            line = f"{v.name} {t}: {what} ({view.x:.0f},{view.y:.0f}) {view.quality}"
             earlier = [s for s in v.views if s < t and v.views[s].x is not None]
-            if earlier:
+            if earlier:  # the change since the frame seen before it ("since" unless just listed)
                 s = max(earlier)
+                since = "" if previous == s else f" since {s}"
                 ddx, ddy = view.x - v.views[s].x, view.y - v.views[s].y
-                diff = np.abs(v.images[t].astype(np.int16) - v.images[s]).max()
-                if diff <= IDENTICAL:
-                    line += f", looks identical to {s}"
+                if np.abs(v.images[t].astype(np.int16) - v.images[s]).max() <= IDENTICAL:
+                    line += f", identical to {s}"
                 elif max(abs(ddx), abs(ddy)) < STILL * v.scale:
-                    line += f", about the same place as {s}"
+                    line += f", same place as {s}"
                 else:
                     moves = [f"{_fmt(abs(d))} {(neg if d < 0 else pos)}"
                              for d, neg, pos in ((ddx, "left", "right"), (ddy, "up", "down"))
                              if abs(d) >= 0.5 * v.scale]
-                    line += f", moved {' and '.join(moves) or 'slightly'} since {s}"
+                    line += f", {' '.join(moves) or 'barely moved'}{since}"
+            previous = t
             parts.append(line + ".")
         return " ".join(parts)
 
@@ -303,8 +302,7 @@ class Teacher:
             if not v.calls:
                 frames = scan_indices(v.n, sorted(v.views), self.per_call)
                 if frames:
-                    return name, frames, (f"Next I scan video {name}: frames {_ranges(frames)} "
-                                          f"spread between those I have seen.")
+                    return name, frames, f"Next: scan {name} between the frames seen."
         choices = []
         for name in VIDEOS:
             target = self._zoom_target(videos[name], colour, shape, direction)
@@ -322,20 +320,19 @@ class Teacher:
         a = self._analyse(v, colour, shape, direction)
         options = []
         for i, j, why in a.suspects:
-            options.append((("slow", i, j), (i + j) // 2, f"In video {v.name}, {why}; I zoom in "
-                            "there to see whether it stopped or turned back"))
+            options.append((("slow", i, j), (i + j) // 2,
+                            f"{v.name}: {why}; zoom in to see if it stopped or turned back."))
         for f in a.findings:  # a fault not yet seen next to a neighbouring frame: confirm it
             if any(t - 1 in v.views or t + 1 in v.views for t in f.frames):
                 continue
             centre = f.frames[len(f.frames) // 2]
-            options.append(((f.dimension, f.kind), centre, f"In video {v.name}, {f.text}; I zoom "
-                            "into the frames around it to confirm it"))
+            options.append(((f.dimension, f.kind), centre,
+                            f"{v.name}: {f.text}; zoom in to confirm."))
         if not v.zoomed and not options and a.pairs:
             i, j, _ = max(a.pairs, key=lambda p: (p[2], p[1] - p[0], -p[0]))
             options.append((("stretch",), (i + j) // 2, (
-                f"Nothing looked wrong in video {v.name} so far. The stretch between frames "
-                f"{i} and {j} is where the pace deviated most from a steady motion, so I zoom in there to "
-                "check for a motion fault I may have missed")))
+                f"{v.name}: nothing wrong yet; zoom between frames {i} and {j}, where the pace "
+                "varied most, for a motion fault I may have missed.")))
         for key, centre, reason in options:
             if key in v.zoomed:
                 continue
@@ -343,7 +340,7 @@ class Teacher:
             if frames in v.calls:
                 v.zoomed.add(key)
                 continue
-            return key, frames, reason + f": frames {_ranges(frames)}."
+            return key, frames, reason
         return None
 
     def _window(self, n: int, centre: int) -> List[int]:
@@ -360,26 +357,28 @@ class Teacher:
                 groups.setdefault((f.dimension, f.kind), []).extend(f.frames)
             faults[name] = {dim for dim, _ in groups}
             if groups:
-                lines.append(f"video {name} has " + "; ".join(
+                lines.append(f"{name}: " + "; ".join(
                     f"{kind.replace('_', ' ')} ({dim}) in frames {_ranges(sorted(set(fr)))}"
                     for (dim, kind), fr in groups.items()) + ".")
             else:
-                lines.append(f"video {name} shows a {colour} {shape} moving {direction}, clean and "
-                             f"steady in all {len(videos[name].views)} frames I saw.")
+                lines.append(f"{name}: {_article(colour)} {colour} {shape} moving {direction}, "
+                             f"clean and steady in all {len(videos[name].views)} frames seen.")
         answer = {}
-        meaning = {"TA": "matching the prompt", "VQ": "clean frames", "MQ": "smooth motion"}
         for dim in DIMENSIONS:
             a, b = dim in faults["A"], dim in faults["B"]
             answer[dim] = "tie" if a == b else ("B" if a else "A")
-            why = ("both have a fault" if a and b else "neither has a fault" if a == b
-                   else f"only {'A' if a else 'B'} has a fault")
-            lines.append(f"{dim} ({meaning[dim]}): {why}, so {answer[dim]}.")
+            why = ("both faulty" if a and b else "neither faulty" if a == b
+                   else f"only {'A' if a else 'B'} faulty")
+            lines.append(f"{dim}: {why}, {answer[dim]}.")
         wins_a = sum(answer[d] == "A" for d in DIMENSIONS)
         wins_b = sum(answer[d] == "B" for d in DIMENSIONS)
         answer["overall"] = "A" if wins_a > wins_b else "B" if wins_b > wins_a else "tie"
-        lines.append(f"Overall: A wins {wins_a} dimension(s), B wins {wins_b}, "
-                     f"so {answer['overall']}.")
+        lines.append(f"Overall: A wins {wins_a}, B wins {wins_b}, {answer['overall']}.")
         return " ".join(lines), answer
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
 
 
 def _longest_consecutive(frames: Sequence[int]) -> int:
