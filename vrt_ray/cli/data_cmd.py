@@ -1,9 +1,11 @@
-"""`vrt-ray data validate FILE --format F`: load a preference file and report what loaded."""
+"""`vrt-ray data validate FILE --format F` (load a preference file and report what loaded) and
+`vrt-ray data synth` (render synthetic preference data, vrt_ray/cli/synth_cmd.py)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from vrt_ray.cli.synth_cmd import add_synth
 from vrt_ray.data.loaders import FORMATS
 
 
@@ -24,6 +26,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     validate.add_argument("--strict", action="store_true",
                           help="a missing video file is an error instead of a skipped pair")
     validate.set_defaults(handler=_validate)
+    add_synth(sub)
 
 
 def _validate(args: argparse.Namespace) -> int:
