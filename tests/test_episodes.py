@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from video_samples import encode
+from vrt_ray.data import PreferencePair
+from vrt_ray.data.synth import SynthSettings, generate
 from vrt_ray.engines.base import SamplingParams
 from vrt_ray.engines.hf import HFEngine
 from vrt_ray.episodes import EpisodeJob, replay, run_episodes
@@ -13,7 +15,7 @@ from vrt_ray.frame_cache import FrameCache
 from vrt_ray.model_inputs import FrameSource, PixelBudget, rebuild_inputs
 from vrt_ray.models import load_policy, load_processor
 from vrt_ray.preset import load_preset
-from vrt_ray.protocol import Budgets, EpisodeInput
+from vrt_ray.protocol import Budgets, EpisodeInput, format_turn
 from vrt_ray.trajectory import Trajectory, to_sequences
 
 PIXELS = PixelBudget(min_pixels=28 * 28, max_pixels=56 * 56)
@@ -45,13 +47,25 @@ def forward_logprobs(model, processor, input_ids, visuals, videos, positions):
     return [logprobs[p - 1, input_ids[p]].item() for p in positions]
 
 
-def test_batched_episodes_give_complete_trajectories(engine, videos):
+@pytest.fixture(scope="module")
+def synthetic_pairs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic")
+    generate(out, SynthSettings(pairs=4, seed=3, min_frames=16, max_frames=64), progress=False)
+    pairs = [PreferencePair.from_dict(json.loads(line))
+             for line in (out / "pairs.jsonl").read_text().splitlines()]
+    return out, pairs
+
+
+def test_batched_episodes_on_synthetic_videos_give_complete_trajectories(engine, synthetic_pairs):
+    out, pairs = synthetic_pairs
     budgets = Budgets(initial_frames=2, memory_window=1, max_turns=3)
     sampling = SamplingParams(temperature=1.0, max_new_tokens=12)
-    jobs = [job(videos, i) for i in range(8)]
+    jobs = [EpisodeJob(EpisodeInput(p.id, p.prompt, {"A": str(out / p.video_a), "B": str(out / p.video_b)},
+                                    {"A": p.meta["num_frames"], "B": p.meta["num_frames"]}), i)
+            for p in pairs for i in range(2)]
     trajectories = run_episodes(engine, jobs, load_preset("vrt"), budgets, sampling, PIXELS,
                                 max_batch=8, cache=FrameCache(1 << 26))
-    assert [t.sample_index for t in trajectories] == list(range(8))
+    assert [t.sample_index for t in trajectories] == [0, 1] * 4
     for t in trajectories:
         assert t.end_reason in ("answer", "no_action", "budget", "context")
         assert 1 <= len(t.turns) and all(len(turn.token_ids) == len(turn.logprobs) for turn in t.turns)
@@ -167,3 +181,22 @@ def test_unreadable_video_ends_the_episode_before_its_first_turn(engine, videos,
                                  PIXELS, cache=FrameCache(1 << 26))
     assert trajectory.turns == [] and trajectory.end_reason.startswith("unreadable_video: ")
     assert "broken.mp4" in trajectory.end_reason
+
+
+def test_teacher_traces_replay_through_the_protocol(engine, synthetic_pairs):
+    """Every teacher step is a valid call or a complete answer under the vrt preset, and the
+    protocol's initial view is the one the teacher reasoned from."""
+    out, pairs = synthetic_pairs
+    preset = load_preset("vrt")
+    traces = [json.loads(line) for line in (out / "traces.jsonl").read_text().splitlines()]
+    for pair, trace in zip(pairs, traces):
+        inp = EpisodeInput(pair.id, pair.prompt, {"A": str(out / pair.video_a), "B": str(out / pair.video_b)},
+                           {"A": pair.meta["num_frames"], "B": pair.meta["num_frames"]})
+        texts = [format_turn(preset, t["think"], t.get("tool_call"), t.get("answer")) for t in trace["turns"]]
+        trajectory = replay(engine.processor, EpisodeJob(inp), preset, Budgets(), PIXELS, texts,
+                            cache=FrameCache(1 << 26))
+        initial = [ref.index for kind, refs in trajectory.turns[0].visuals for ref in refs]
+        assert initial == trace["initial"]["A"] + trace["initial"]["B"]
+        assert trajectory.invalid_calls == 0 and trajectory.valid_calls == len(trace["turns"]) - 1
+        assert trajectory.end_reason == "answer" and trajectory.answer_complete
+        assert trajectory.verdicts == pair.labels

@@ -67,7 +67,7 @@ class SynthConfig:
     pairs_test: int = _ge(40, 1)
     min_frames: int = _ge(16, 2)
     max_frames: int = _ge(256, 2)
-    size: int = _ge(112, 28)
+    size: int = _ge(112, 96)  # a multiple of 8: the synthetic scenes need it to stay readable
     fps: int = _gt(8, 0)
     seed: int = 0
 
@@ -380,6 +380,8 @@ def _check_rules(cfg: DictConfig) -> None:
     if cfg.data.synthetic.min_frames > cfg.data.synthetic.max_frames:
         raise ConfigError(f"data.synthetic.min_frames = {cfg.data.synthetic.min_frames}: must be "
                           f"<= data.synthetic.max_frames ({cfg.data.synthetic.max_frames})")
+    if cfg.data.synthetic.size % 8:
+        raise ConfigError(f"data.synthetic.size = {cfg.data.synthetic.size}: must be a multiple of 8")
     if cfg.rollout.engine == "vllm" and cfg.rollout.num_gpus <= 0:
         raise ConfigError("rollout.num_gpus = 0: the vllm engine needs a GPU per worker "
                           "(set rollout.num_gpus > 0 or rollout.engine=hf)")

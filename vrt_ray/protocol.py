@@ -257,6 +257,25 @@ class Episode:
         return content
 
 
+def format_turn(preset: Preset, think: str, tool_call: Optional[Mapping] = None,
+                answer: Optional[Mapping[str, str]] = None) -> str:
+    """An assistant turn in the preset's syntax, from a protocol-neutral trace step: reasoning,
+    then either a `select_frames` call ({"video", "target_frames"}) or the verdicts."""
+    text = f"<think>{think}</think>"
+    if tool_call is not None:
+        args = {"target_frames": list(tool_call["target_frames"])}
+        if preset.frame_space == "per_video":
+            args = {"video": tool_call["video"], **args}
+        call = {"name": "select_frames", "arguments": args}
+        return f"{text}{preset.tool_open}{json.dumps(call)}{preset.tool_close}"
+    syntax = preset.answer
+    if syntax.style == "json":
+        body = json.dumps({syntax.keys[d]: syntax.codes[v] for d, v in answer.items()})
+    else:
+        body = ", ".join(f"{syntax.keys[d]} = {syntax.codes[v]}" for d, v in answer.items())
+    return f"{text}{syntax.open_tags[0]}{body}{syntax.close_tags[0]}"
+
+
 def _answer_first(text: str, preset: Preset) -> bool:
     """Whether the answer in `text` comes before its first tool call (then the answer counts)."""
     lowered = text.lower()

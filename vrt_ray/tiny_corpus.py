@@ -10,10 +10,10 @@ import json
 import random
 from typing import Iterator
 
-COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black", "cyan", "pink"]
-SHAPES = ["circle", "square", "triangle", "star", "diamond", "ring"]
-DIRECTIONS = ["left", "right", "up", "down", "diagonally", "in a circle"]
-BACKGROUNDS = ["grey", "dark", "light", "striped", "gradient", "checkered"]
+from vrt_ray.data.scene import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES
+
+COLOURS, DIRECTIONS = list(COLOURS), list(DIRECTIONS)
+QUALITIES = ["clean", "noisy", "blurred", "blocky"]
 FINDINGS = [
     "looks clean", "is noisy", "is blurred", "shows blocking artifacts", "jitters",
     "is frozen", "jumps to a new position", "has the wrong colour", "has the wrong shape",
@@ -65,7 +65,17 @@ def protocol_corpus(num_samples: int = 3000, seed: int = 0) -> Iterator[str]:
         call = {"name": "select_frames", "arguments": {"video": video, "target_frames": frames}}
         answer = {d: rng.choice(VERDICTS) for d in DIMENSIONS}
         x, y = rng.randint(0, 111), rng.randint(0, 111)
+        step = f"{rng.randint(0, 40)}.{rng.randint(0, 9)}"
         yield rng.choice([
+            f"{video} {frame}: {colour} {shape} ({x},{y}) {rng.choice(QUALITIES)}, "
+            f"{step} {rng.choice(DIRECTIONS)} since {max(1, frame - 13)}.",
+            f"{video}: frame {frame} is {rng.choice(QUALITIES)}; zoom in to confirm. "
+            f"Next: scan {video} between the frames seen.",
+            f"{video}: from frame {frame} to {frame + 3} it moves {step} px {rng.choice(DIRECTIONS)}; "
+            f"frames {frame}-{frame + 2} stay in place where it should move.",
+            f"TA: only {video} faulty -> {'B' if video == 'A' else 'A'}. VQ: neither faulty -> tie. "
+            f"Overall: A wins {rng.randint(0, 3)}, B wins {rng.randint(0, 3)}, {rng.choice(VERDICTS)}.",
+            f"A {colour} {shape} at ({x},{y}) over a {background} background, sharp and clean.",
             f"Prompt: a {colour} {shape} moving {direction} over a {background} background.",
             f"Video {video}, frame {frame} of {total}",
             f"<tool_call>{json.dumps(call)}</tool_call>",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -25,6 +24,8 @@ from vrt_ray.data.scene import (BACKGROUNDS, COLOURS, DIRECTIONS, MARGIN, RADIUS
                                 parse_prompt, prompt_text, render)
 from vrt_ray.data.teacher import DIMENSIONS, Teacher, check_trace, max_gap
 from vrt_ray.errors import VrtError
+from vrt_ray.frame_cache import FrameCache
+from vrt_ray.video import open_video
 
 KINDS = {"VQ": VQ_KINDS, "MQ": ("jitter", "freeze", "teleport"),
          "TA": ("wrong_colour", "wrong_shape", "wrong_direction")}
@@ -188,37 +189,19 @@ def _encode(frames: Sequence[np.ndarray], path: Path, fps: int) -> None:
         container.mux(stream.encode())
 
 
-# -- the private frame reader (sequential PyAV decode; replaced by vrt_ray.video at merge) ------
-_DECODED: "OrderedDict[str, list]" = OrderedDict()  # path -> decoded frames, last two files
+def video_reader(root: Path, cache_bytes: int = 256 << 20):
+    """`read_frames(path, indices)` and `count_frames(path)` over files under `root`, decoded
+    exactly by index through the video layer (what the model will see) and cached."""
+    cache = FrameCache(cache_bytes)
 
+    def read_frames(path: str, indices: Sequence[int]) -> List[np.ndarray]:
+        return cache.get(root / path, indices)
 
-def _decoded(path: str) -> list:
-    import av
+    def count_frames(path: str) -> int:
+        with open_video(root / path) as reader:
+            return reader.info.num_frames
 
-    key = str(Path(path).resolve())
-    if key not in _DECODED:
-        try:
-            with av.open(key) as container:
-                _DECODED[key] = list(container.decode(video=0))
-        except (OSError, av.FFmpegError) as exc:
-            raise SynthError(f"{path}: cannot decode: {exc}") from None
-        while len(_DECODED) > 2:
-            _DECODED.popitem(last=False)
-    _DECODED.move_to_end(key)
-    return _DECODED[key]
-
-
-def _read_frames(path: str, indices: Sequence[int]) -> List[np.ndarray]:
-    """RGB frames at 1-based indices, from one sequential decode of the file."""
-    frames = _decoded(path)
-    for i in indices:
-        if not 1 <= i <= len(frames):
-            raise SynthError(f"{path}: frame {i} out of range 1..{len(frames)}")
-    return [frames[i - 1].to_ndarray(format="rgb24") for i in indices]
-
-
-def _count_frames(path: str) -> int:
-    return len(_decoded(path))
+    return read_frames, count_frames
 
 
 # -- the data set ---------------------------------------------------------------------------------
@@ -334,8 +317,7 @@ def generate(out: Path, s: SynthSettings, progress: bool = True) -> dict:
         videos_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SynthError(f"cannot create {videos_dir}: {exc.strerror}") from None
-    teacher = Teacher(lambda p, idx: _read_frames(str(out / p), idx),
-                      lambda p: _count_frames(str(out / p)), initial_frames=s.initial_frames,
+    teacher = Teacher(*video_reader(out), initial_frames=s.initial_frames,
                       max_turns=s.max_turns, max_frames_per_call=s.max_frames_per_call)
     start = time.perf_counter()
     pairs, traces, captions = [], [], []

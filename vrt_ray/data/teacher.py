@@ -23,6 +23,7 @@ import numpy as np
 from vrt_ray.data.pair import PreferencePair
 from vrt_ray.data.perceive import FrameView, perceive
 from vrt_ray.data.scene import DIRECTIONS, REF_SIZE, parse_prompt
+from vrt_ray.video import uniform_indices
 
 ReadFrames = Callable[[str, Sequence[int]], List[np.ndarray]]
 CountFrames = Callable[[str], int]
@@ -38,20 +39,6 @@ IDENTICAL = 8  # largest pixel difference (grey levels) at which two frames look
 SLOW = 0.5  # a stretch that covers less than this share of its expected travel is suspicious
 _OPPOSITE = {"right": "left", "left": "right", "up": "down", "down": "up"}
 _QUALITY_KIND = {"noisy": "noise", "blurred": "blur", "blocky": "blocking"}
-
-
-def uniform_indices(num_frames: int, k: int) -> List[int]:
-    """k 1-based frame indices spread evenly over 1..num_frames: index i (0-based) is
-    1 + floor(i * (num_frames - 1) / (k - 1) + 1/2), so the first and last frame are included
-    when k >= 2; k = 1 gives the middle frame (num_frames + 1) // 2; k >= num_frames gives all.
-    (Mirrors vrt_ray.video.uniform_indices; kept here so the teacher stands alone.)"""
-    if num_frames < 1 or k < 1:
-        raise ValueError(f"need num_frames >= 1 and k >= 1, got {num_frames}, {k}")
-    if k >= num_frames:
-        return list(range(1, num_frames + 1))
-    if k == 1:
-        return [(num_frames + 1) // 2]
-    return [1 + int(np.floor(i * (num_frames - 1) / (k - 1) + 0.5)) for i in range(k)]
 
 
 def scan_indices(num_frames: int, seen: Sequence[int], count: int) -> List[int]:

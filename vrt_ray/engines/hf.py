@@ -1,7 +1,8 @@
 """The transformers engine (CPU default, also GPU): batched `generate` with per-token log-probs.
 
 Log-probs are those of the temperature-scaled, unfiltered distribution (log_softmax(logits / T),
-T = 1 when greedy): what the learner recomputes, so the importance ratio starts at 1.
+T = 1 when greedy): what the learner recomputes, so the importance ratio starts at 1. Vision
+placeholder tokens are never sampled.
 """
 from __future__ import annotations
 
@@ -12,6 +13,17 @@ import torch
 from transformers import LogitsProcessorList
 
 from vrt_ray.engines.base import Generation, Prompt, SamplingParams
+
+
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>",
+                 "<|video_pad|>")
+
+
+def vision_token_ids(tokenizer) -> List[int]:
+    """Ids of the vision placeholder tokens: the policy must never write them (a generated
+    <|image_pad|> would be read as an image slot when the turn is scored again)."""
+    vocab = tokenizer.get_vocab()
+    return sorted(vocab[t] for t in VISION_TOKENS if t in vocab)
 
 
 class HFEngine:
@@ -27,6 +39,7 @@ class HFEngine:
         self.stop_ids = sorted({tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")
                                 if t in tok.get_vocab()})
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.stop_ids[-1]
+        self.suppress_ids = vision_token_ids(tok)
         self.generator_seed = seed
         self.policy_version = policy_version
 
@@ -36,7 +49,8 @@ class HFEngine:
         greedy = sampling.temperature <= 0
         kwargs = dict(max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
                       eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
-                      output_logits=True, return_dict_in_generate=True)
+                      output_logits=True, return_dict_in_generate=True,
+                      suppress_tokens=self.suppress_ids)
         if self.logits_processors:
             kwargs["logits_processor"] = LogitsProcessorList(self.logits_processors)
         if not greedy:
