@@ -200,3 +200,27 @@ def test_teacher_traces_replay_through_the_protocol(engine, synthetic_pairs):
         assert trajectory.invalid_calls == 0 and trajectory.valid_calls == len(trace["turns"]) - 1
         assert trajectory.end_reason == "answer" and trajectory.answer_complete
         assert trajectory.verdicts == pair.labels
+
+
+def test_official_preset_runs_with_its_pooled_video_item(tiny_model_dir, videos):
+    """The vr_thinker preset's initial view is one video item of 8 pool frames: it goes through
+    the processor's video path, and its log-probs agree with a forward pass too."""
+    call = '<tool_call>' + json.dumps({"name": "select_frames", "arguments": {"target_frames": [10, 60]}}) + '</tool_call>'
+    texts = [call, "<final answer>TA = 1, MQ = 0, VQ = 2, OA = 2</final answer>\\boxed{2}"]
+    processor = load_processor(tiny_model_dir)
+    engine = HFEngine(load_policy(tiny_model_dir), processor,
+                      logits_processors=[ScriptedTurns(processor.tokenizer, texts)])
+    (trajectory,) = run_episodes(engine, [job(videos)], load_preset("vr_thinker"),
+                                 Budgets(initial_frames=4, memory_window=1, max_turns=3),
+                                 SamplingParams(temperature=0.0, max_new_tokens=64), PIXELS,
+                                 cache=FrameCache(1 << 26))
+    assert trajectory.end_reason == "answer"
+    assert trajectory.verdicts == {"TA": "A", "VQ": "B", "MQ": "tie", "overall": "B"}
+    first = trajectory.turns[0]
+    assert [kind for kind, _ in first.visuals] == ["video"] and len(first.visuals[0][1]) == 8
+    assert [kind for kind, _ in trajectory.turns[1].visuals] == ["video", "image", "image"]
+    for turn in trajectory.turns:
+        ids = turn.prompt_ids + turn.token_ids
+        ours = forward_logprobs(engine.model, processor, ids, turn.visuals, trajectory.videos,
+                                range(len(turn.prompt_ids), len(ids)))
+        assert ours == pytest.approx(turn.logprobs, abs=2e-4)
