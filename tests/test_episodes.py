@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from scripted import ScriptedTurns
 from video_samples import encode
 from vrt_ray.data import PreferencePair
 from vrt_ray.data.synth import SynthSettings, generate
@@ -89,28 +90,6 @@ def test_engine_logprobs_equal_a_forward_pass_on_rebuilt_inputs(engine, videos):
         ours = forward_logprobs(engine.model, engine.processor, ids, turn.visuals,
                                 trajectory.videos, positions)
         assert ours == pytest.approx(turn.logprobs, abs=2e-4)
-
-
-class ScriptedTurns:
-    """A logits processor that makes the model write given texts, one per generate call (the
-    log-probs the engine reports stay the model's own)."""
-
-    def __init__(self, tokenizer, texts):
-        end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        self.scripts = [tokenizer.encode(t, add_special_tokens=False) + [end] for t in texts]
-        self.turn, self.start, self.last = -1, 0, None
-
-    def __call__(self, input_ids, scores):
-        last = self.last
-        if last is None or input_ids.shape[1] != last.shape[1] + 1 \
-                or not torch.equal(input_ids[:, :-1], last):  # a new generate call: next turn
-            self.turn, self.start = self.turn + 1, input_ids.shape[1]
-        self.last = input_ids.clone()
-        step = input_ids.shape[1] - self.start
-        script = self.scripts[self.turn]
-        forced = torch.full_like(scores, float("-inf"))
-        forced[:, script[min(step, len(script) - 1)]] = 0.0
-        return forced
 
 
 def test_logprobs_agree_on_every_turn_when_the_window_drops_images(tiny_model_dir, videos):

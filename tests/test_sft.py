@@ -1,0 +1,73 @@
+"""SFT samples: labels only on assistant tokens; a turn after a window drop is trained under the
+context the episode runner builds for it."""
+import json
+
+import pytest
+from scripted import ScriptedTurns
+from video_samples import encode
+
+from vrt_ray.data import PreferencePair
+from vrt_ray.engines.base import SamplingParams
+from vrt_ray.engines.hf import HFEngine
+from vrt_ray.episodes import EpisodeJob, run_episodes
+from vrt_ray.frame_cache import FrameCache
+from vrt_ray.model_inputs import PixelBudget
+from vrt_ray.models import load_policy, load_processor
+from vrt_ray.preset import load_preset
+from vrt_ray.protocol import Budgets, EpisodeInput
+from vrt_ray.sft import IGNORE, labels, sft_sequences, trace_texts, trace_trajectory
+
+PIXELS = PixelBudget(784, 3136)
+TRACE = {"pair_id": "p", "turns": [
+    {"think": "A 1: red square.", "tool_call": {"video": "A", "target_frames": [3, 4]}},
+    {"think": "A 3: red square, noisy.", "tool_call": {"video": "B", "target_frames": [5]}},
+    {"think": "B 5: clean.", "answer": {"TA": "tie", "VQ": "B", "MQ": "tie", "overall": "B"}}]}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_model_dir):
+    folder = tmp_path_factory.mktemp("sft_videos")
+    videos = {"A": str(encode(folder / "a.mp4", "libx264", 30)),
+              "B": str(encode(folder / "b.mp4", "libx264", 20))}
+    pair = PreferencePair("p", "a red square", "a.mp4", "b.mp4", {"overall": "B"})
+    return load_processor(tiny_model_dir), pair, videos
+
+
+def test_only_assistant_tokens_carry_labels(setup):
+    processor, pair, videos = setup
+    budgets = Budgets(initial_frames=2, memory_window=1)
+    trajectory = trace_trajectory(processor, pair, videos, {"A": 30, "B": 20}, TRACE,
+                                  load_preset("vrt"), budgets, PIXELS, FrameCache(1 << 26))
+    assert trajectory.answer_complete and trajectory.invalid_calls == 0
+    tok = processor.tokenizer
+    vision = {tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|vision_start|>", "<|vision_end|>")}
+    im_start = tok.convert_tokens_to_ids("<|im_start|>")
+    for seq in sft_sequences(trajectory):
+        lab = labels(seq)
+        assert len(lab) == len(seq.input_ids)
+        labelled = [t for t in lab if t != IGNORE]
+        assert labelled and not vision & set(labelled) and im_start not in labelled
+        text = tok.decode(labelled)
+        assert "select_frames" in text or "<answer>" in text
+        assert "Video A, frame" not in text and "no longer in view" not in text  # tool text
+    all_labelled = tok.decode([t for s in sft_sequences(trajectory, pack=False)
+                               for t in labels(s) if t != IGNORE])
+    for text in trace_texts(TRACE, load_preset("vrt")):
+        assert text in all_labelled
+
+
+def test_sample_after_a_window_drop_is_the_runner_context(setup, tiny_model_dir):
+    """The runner, made to write the same turns, saw exactly the SFT contexts."""
+    processor, pair, videos = setup
+    preset, budgets = load_preset("vrt"), Budgets(initial_frames=2, memory_window=1)
+    sft = trace_trajectory(processor, pair, videos, {"A": 30, "B": 20}, TRACE, preset, budgets,
+                           PIXELS, FrameCache(1 << 26))
+    engine = HFEngine(load_policy(tiny_model_dir), processor,
+                      logits_processors=[ScriptedTurns(processor.tokenizer, trace_texts(TRACE, preset))])
+    job = EpisodeJob(EpisodeInput("p", "a red square", videos, {"A": 30, "B": 20}))
+    (ran,) = run_episodes(engine, [job], preset, budgets, SamplingParams(0.0, max_new_tokens=96),
+                          PIXELS, cache=FrameCache(1 << 26))
+    assert len(ran.turns) == len(sft.turns) == 3
+    assert len(sft.turns[2].visuals) < len(sft.turns[1].visuals) + 1  # turn 3: the window dropped
+    for a, b in zip(ran.turns, sft.turns):
+        assert a.prompt_ids == b.prompt_ids and a.visuals == b.visuals and a.token_ids == b.token_ids
