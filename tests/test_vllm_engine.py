@@ -26,9 +26,10 @@ def setup(tmp_path_factory):
     policy = Qwen2ForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     torch.manual_seed(1)
     other = Qwen2ForCausalLM(policy.config).eval()  # a different random init, same shapes
+    # An explicit KV cache size: on CPU the default reserves a share of the machine's RAM.
     engine = VLLMEngine(str(model_dir), tokenizer, sampling=SamplingParams(temperature=1.0),
-                        gpu_memory_utilization=0.3, max_model_len=256, enforce_eager=True,
-                        dtype="float32")
+                        max_model_len=256, enforce_eager=True, dtype="float32",
+                        kv_cache_memory_bytes=64 << 20)
     yield engine, tokenizer, policy, other
     engine.close()
 

@@ -137,7 +137,8 @@ class VLLMEngine:
                  max_model_len: int = 16384, enforce_eager: bool = False,
                  enable_prefix_caching: bool = True, enable_sleep_mode: bool = False,
                  dtype: str = "auto", seed: int = 0, policy_version: int = 0,
-                 limit_mm_per_prompt: Optional[dict] = None):
+                 limit_mm_per_prompt: Optional[dict] = None,
+                 kv_cache_memory_bytes: Optional[int] = None):
         from vllm import LLM
 
         self.processor = processor
@@ -147,7 +148,9 @@ class VLLMEngine:
         self.logprobs_mode = logprobs_mode(sampling)
         self.seed = seed
         self.policy_version = policy_version
-        extra = {"limit_mm_per_prompt": limit_mm_per_prompt} if limit_mm_per_prompt else {}
+        extra = {key: value for key, value in (("limit_mm_per_prompt", limit_mm_per_prompt),
+                                               ("kv_cache_memory_bytes", kv_cache_memory_bytes))
+                 if value is not None}
         self.llm = LLM(model=str(model_dir), dtype=dtype, seed=seed,
                        gpu_memory_utilization=gpu_memory_utilization,
                        tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
