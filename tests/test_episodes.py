@@ -203,3 +203,25 @@ def test_official_preset_runs_with_its_pooled_video_item(tiny_model_dir, videos)
         ours = forward_logprobs(engine.model, processor, ids, turn.visuals, trajectory.videos,
                                 range(len(turn.prompt_ids), len(ids)))
         assert ours == pytest.approx(turn.logprobs, abs=2e-4)
+
+
+def test_checkpoint_generation_defaults_do_not_leak_into_sampling(tiny_model_dir, videos):
+    """A checkpoint whose generation_config carries a huge repetition penalty and tight top-k /
+    top-p / min-p: greedy decoding must still pick the argmax of the reported distribution."""
+    model = load_policy(tiny_model_dir)
+    model.generation_config.update(repetition_penalty=50.0, top_k=1, top_p=0.001, min_p=0.9,
+                                   no_repeat_ngram_size=1, do_sample=True, temperature=0.01)
+    engine = HFEngine(model, load_processor(tiny_model_dir))
+    (trajectory,) = run_episodes(engine, [job(videos)], load_preset("vrt"),
+                                 Budgets(initial_frames=2, max_turns=1),
+                                 SamplingParams(temperature=0.0, max_new_tokens=24), PIXELS,
+                                 cache=FrameCache(1 << 26))
+    for turn in trajectory.turns:
+        ids = turn.prompt_ids + turn.token_ids
+        images, vids = FrameSource(trajectory.videos, PIXELS, FrameCache(1 << 26)).visuals(turn.visuals)
+        with torch.no_grad():
+            logits = model(**rebuild_inputs(engine.processor, ids, images, vids)).logits[0]
+        vision = set(engine.suppress_ids)
+        for p in range(len(turn.prompt_ids), len(ids)):
+            ranked = [t for t in logits[p - 1].argsort(descending=True).tolist() if t not in vision]
+            assert ids[p] == ranked[0]

@@ -10,7 +10,7 @@ from typing import List, Sequence
 
 import numpy as np
 import torch
-from transformers import LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessorList
 
 from vrt_ray.engines.base import Generation, Prompt, SamplingParams
 
@@ -47,15 +47,21 @@ class HFEngine:
     def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams) -> List[Generation]:
         inputs = self._batch(prompts)
         greedy = sampling.temperature <= 0
-        kwargs = dict(max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
-                      eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
-                      output_logits=True, return_dict_in_generate=True,
-                      suppress_tokens=self.suppress_ids)
+        # Every sampling knob set explicitly: transformers fills unset (None) ones from the
+        # checkpoint's generation_config (Qwen2.5-VL-Instruct ships a repetition penalty, top-k
+        # and top-p), which would change what is sampled behind the reported log-probs.
+        config = GenerationConfig(
+            max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
+            temperature=1.0 if greedy else sampling.temperature,
+            top_p=1.0 if greedy else sampling.top_p, top_k=0 if greedy else sampling.top_k,
+            min_p=0.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0,
+            repetition_penalty=1.0, no_repeat_ngram_size=0, eos_token_id=self.stop_ids,
+            pad_token_id=self.pad_id, suppress_tokens=self.suppress_ids,
+            output_logits=True, return_dict_in_generate=True)
+        kwargs = {"generation_config": config}
         if self.logits_processors:
             kwargs["logits_processor"] = LogitsProcessorList(self.logits_processors)
         if not greedy:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p,
-                          top_k=sampling.top_k or None)
             torch.manual_seed(self.generator_seed)
             self.generator_seed += 1
         out = self.model.generate(**inputs.to(self.model.device), **kwargs)
