@@ -1,0 +1,206 @@
+"""The learner: pure learner_core units in this process, then a real local Ray with a DeepSpeed
+learner group of 2 ranks on gloo (ZeRO-2, and one ZeRO-3 case) over the tiny model."""
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from video_samples import encode
+from vrt_ray.config import GRPOConfig, LearnerConfig
+from vrt_ray.episodes import EpisodeJob, replay
+from vrt_ray.frame_cache import FrameCache
+from vrt_ray.learner_core import (IGNORE_INDEX, TrainSequence, make_shards, micro_batches,
+                                  sequence_logprobs, sft_labels, shard_plan, train_sequences)
+from vrt_ray.model_inputs import PixelBudget
+from vrt_ray.models import load_policy, load_processor
+from vrt_ray.preset import load_preset
+from vrt_ray.protocol import Budgets, EpisodeInput
+from vrt_ray.trajectory import PackedSequence
+
+PIXELS = PixelBudget(min_pixels=28 * 28, max_pixels=56 * 56)
+
+
+def fake(n):
+    return TrainSequence(PackedSequence([1] * n, [], [False, True] * (n // 2) + [False] * (n % 2),
+                                        [None] * n, (0,)), {}, PIXELS)
+
+
+# ---- pure units ---------------------------------------------------------------------------
+
+def test_micro_batches_respect_the_token_budget_in_order():
+    assert micro_batches([fake(n) for n in (3, 4, 2, 9, 1, 1)], max_tokens=8) == \
+        [[0, 1], [2], [3], [4, 5]]
+    assert micro_batches([fake(n) for n in (5, 5)], max_tokens=10) == [[0, 1]]
+    assert micro_batches([], max_tokens=8) == []
+
+
+def test_shard_plan_pads_ranks_to_equal_shares_and_micro_batch_counts():
+    # 3 sequences over 2 ranks: rank 1 gets a zero-weight copy; rank 0's two sequences do not
+    # fit one micro-batch, so rank 1 gets a zero-weight extra micro-batch
+    plan = shard_plan([6, 2, 5], world_size=2, max_tokens=8)
+    assert plan == [[[(0, 1.0)], [(2, 1.0)]], [[(1, 1.0), (1, 0.0)], [(1, 0.0)]]]
+    assert [len(p) for p in shard_plan([1] * 7, 4, 100)] == [1, 1, 1, 1]
+
+
+def test_make_shards_keep_global_totals_and_indices():
+    items = [fake(6), fake(2), fake(5)]
+    shards = make_shards(items, 2, 8, advantages=[1.0, -1.0, 0.5])
+    assert [s.indices for s in shards] == [[0, 2], [1]]
+    assert shards[0].advantages == [1.0, 0.5] and shards[1].advantages == [-1.0]
+    assert all(s.total_action_tokens == 3 + 1 + 2 and s.total_sequences == 3 for s in shards)
+    real = sorted(s.indices[i] for s in shards for g in s.micro_batches for i, w in g if w)
+    assert real == [0, 1, 2]  # every sequence counted exactly once
+
+
+# ---- trajectories on the tiny model --------------------------------------------------------
+
+def call(video, frames):
+    return '<think>look</think><tool_call>' + json.dumps(
+        {"name": "select_frames", "arguments": {"video": video, "target_frames": frames}}) + '</tool_call>'
+
+
+ANSWER = '<think>done</think><answer>{"TA": "A", "VQ": "B", "MQ": "tie", "overall": "A"}</answer>'
+
+
+@pytest.fixture(scope="module")
+def items(tiny_model_dir, tmp_path_factory):
+    """Teacher-forced episodes: one packs into one sequence, one splits where the window drops."""
+    folder = tmp_path_factory.mktemp("learner_videos")
+    videos = {"A": str(encode(folder / "a.mp4", "libx264", 24)),
+              "B": str(encode(folder / "b.mp4", "libx264", 16))}
+    processor = load_processor(tiny_model_dir)
+    job = EpisodeJob(EpisodeInput("p0", "a red square", videos, {"A": 24, "B": 16}))
+    packs = replay(processor, job, load_preset("vrt"), Budgets(initial_frames=2, memory_window=4,
+                   max_turns=3), PIXELS, [call("A", [5]), ANSWER], cache=FrameCache(1 << 26))
+    drops = replay(processor, job, load_preset("vrt"), Budgets(initial_frames=2, memory_window=1,
+                   pin_initial=False, max_turns=3), PIXELS, [call("B", [3]), call("A", [7]), ANSWER],
+                   cache=FrameCache(1 << 26))
+    out = train_sequences(packs) + train_sequences(drops)
+    assert len(out) == 1 + 3
+    return out
+
+
+def test_labels_are_only_the_assistants_own_tokens(items, tiny_model_dir):
+    """Tool results, images and prompts never carry labels: the labelled ids of a sequence are
+    exactly the tokens the assistant wrote in its turns."""
+    processor = load_processor(tiny_model_dir)
+    vision = {processor.tokenizer.convert_tokens_to_ids(t) for t in
+              ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")}
+    for it in items:
+        labels = sft_labels(it)
+        labelled = [l for l in labels if l != IGNORE_INDEX]
+        assert not vision & set(labelled)
+        text = processor.tokenizer.decode(labelled)
+        assert "frames" not in text.lower() or "select_frames" in text  # no tool-result text
+        assert set(labels) - {IGNORE_INDEX} <= set(it.seq.input_ids)
+        assert sum(l != IGNORE_INDEX for l in labels) == sum(it.seq.action_mask)
+    packed = items[0]
+    assert len(packed.seq.turn_indices) == 2  # tool result sits inside, unlabelled
+    n_images = sum(t == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+                   for t in packed.seq.input_ids)
+    assert n_images > 0
+
+
+# ---- the learner group on local Ray --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def make_group(tiny_model_dir, zero_stage, lr=2e-3):
+    from actors.learner import LearnerGroup
+
+    cfg = LearnerConfig(world_size=2, num_cpus_per_worker=0.5, zero_stage=zero_stage, lr=lr,
+                        micro_batch_tokens=256, max_grad_norm=1.0)
+    return LearnerGroup(cfg, str(tiny_model_dir), grpo=GRPOConfig(beta=0.0))
+
+
+@pytest.fixture(scope="module")
+def group(ray_local, tiny_model_dir):
+    g = make_group(tiny_model_dir, zero_stage=2)
+    print(f"\nlearner group start (ZeRO-2): {g.start_s:.1f}s")
+    yield g
+    g.shutdown()
+
+
+def rank_weights(group):
+    import ray
+
+    return ray.get([w.weights.remote(rank0_only=False) for w in group.workers])
+
+
+def local_logprobs(state, tiny_model_dir, items):
+    model = load_policy(tiny_model_dir)
+    model.load_state_dict(state)
+    processor = load_processor(tiny_model_dir)
+    with torch.no_grad():
+        return [sequence_logprobs(model, processor, it, cache=FrameCache(1 << 26)) for it in items]
+
+
+def test_group_logprobs_equal_a_local_forward_pass(group, items, tiny_model_dir):
+    ours = group.logprobs(items)
+    local = local_logprobs(group.weights(), tiny_model_dir, items)
+    for it, got, want in zip(items, ours, local):
+        assert len(got) == len(it) and got[0] == 0.0
+        assert got == pytest.approx(want.tolist(), abs=1e-4)
+
+
+def test_sft_steps_lower_the_loss_on_their_sequences(group, items):
+    losses = [group.train_sft(items)["loss"] for _ in range(4)]
+    print(f"sft losses: {[round(l, 3) for l in losses]}")
+    assert losses[-1] < losses[0] - 0.05
+
+
+def with_engine_logprobs(items, logprobs):
+    """The sequences as an engine would have returned them: its log-probs on action tokens."""
+    return [dataclasses.replace(it, seq=dataclasses.replace(
+        it.seq, logprobs=[lp if a else None for lp, a in zip(lps, it.seq.action_mask)]))
+        for it, lps in zip(items, logprobs)]
+
+
+def grpo_step_changes_weights_identically(group, items):
+    batch = with_engine_logprobs(items[:3], group.logprobs(items[:3]))  # 3: one rank pads
+    before = group.weights()
+    metrics = group.train_grpo(batch, advantages=[1.0, -1.0, 0.5])
+    assert metrics["ratio_mean"] == pytest.approx(1.0, abs=1e-3)  # on-policy
+    assert metrics["clip_fraction"] == 0.0 and metrics["grad_norm"] > 0
+    r0, r1 = rank_weights(group)
+    assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0)
+    changed = [k for k in r0 if not torch.equal(r0[k], before[k])]
+    assert len(changed) > len(r0) // 2
+    return metrics
+
+
+def test_grpo_step_changes_weights_and_ranks_stay_identical(group, items):
+    version = group.version()
+    metrics = grpo_step_changes_weights_identically(group, items)
+    assert group.version() == version + 1
+    print(f"grpo step: {metrics['step_s']:.2f}s {metrics}")
+
+
+def test_save_writes_a_loadable_policy_with_the_new_weights(group, tmp_path, tiny_model_dir):
+    out = tmp_path / "ckpt" / "step-1"
+    assert group.save(str(out)) == str(out)
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # staging renamed
+    loaded = load_policy(out).state_dict()
+    state = group.weights()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+    assert load_processor(out).tokenizer.convert_tokens_to_ids("<answer>") == \
+        load_processor(tiny_model_dir).tokenizer.convert_tokens_to_ids("<answer>")
+
+
+def test_zero3_group_steps_gathers_and_scores(ray_local, items, tiny_model_dir, tmp_path):
+    group = make_group(tiny_model_dir, zero_stage=3)
+    try:
+        print(f"\nlearner group start (ZeRO-3): {group.start_s:.1f}s")
+        local = local_logprobs(group.weights(), tiny_model_dir, items[:2])
+        for got, want in zip(group.logprobs(items[:2]), local):
+            assert got == pytest.approx(want.tolist(), abs=1e-4)
+        grpo_step_changes_weights_identically(group, items)
+    finally:
+        group.shutdown()
