@@ -182,14 +182,20 @@ class LearnerWorker:
                        step_s=time.perf_counter() - started)
         return metrics
 
-    def logprobs(self, items: Sequence[TrainSequence]) -> List[List[float]]:
-        """Per-token log-probs of each sequence (position p: log p(ids[p] | ids[:p]))."""
+    def logprobs(self, shard: Shard) -> List[Optional[List[float]]]:
+        """Per-token log-probs (position p: log p(ids[p] | ids[:p])) of each shard item with a
+        nonzero weight; one forward per plan entry, so ranks run as many as their peers."""
         import torch
 
         self.engine.eval()
+        out: List[Optional[List[float]]] = [None] * len(shard.items)
         with torch.no_grad():
-            return [sequence_logprobs(self.model, self.processor, it, cache=self.cache).tolist()
-                    for it in items]
+            for i, w in (entry for group in shard.micro_batches for entry in group):
+                values = sequence_logprobs(self.model, self.processor, shard.items[i],
+                                           cache=self.cache).tolist()
+                if w:
+                    out[i] = values
+        return out
 
     def weights(self, rank0_only: bool = True) -> Optional[Dict[str, "torch.Tensor"]]:
         """The full state dict as CPU tensors (ZeRO-3: gathered on every rank first); None on
@@ -198,9 +204,10 @@ class LearnerWorker:
 
         params = list(self.model.parameters())
         with deepspeed.zero.GatheredParameters(params, enabled=self.cfg.zero_stage == 3):
+            state = self.model.state_dict()  # on every rank: under ZeRO-3 it may communicate
             if rank0_only and self.rank != 0:
                 return None
-            return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
     def save(self, out: str) -> Optional[str]:
         """Rank 0 writes a Hugging Face directory (policy + processor) to a temporary path beside
@@ -249,15 +256,15 @@ class LearnerGroup:
             ).remote(cfg, model_path, rank, cfg.world_size, total_steps, pixels, grpo, lr)
             for rank in range(cfg.world_size)]
         addr, port = ray.get(self.workers[0].address.remote())
-        self.init_s = ray.get([w.init.remote(addr, port) for w in self.workers])
+        self.init_s = _gather([w.init.remote(addr, port) for w in self.workers])
         self.start_s = time.perf_counter() - started
 
     def _all(self, method: str, shards: Sequence) -> list:
-        return ray.get([getattr(w, method).remote(s) for w, s in zip(self.workers, shards)])
+        return _gather([getattr(w, method).remote(s) for w, s in zip(self.workers, shards)])
 
     def _shards(self, items, advantages=None, ref_logprobs=None):
         return make_shards(items, self.cfg.world_size, self.cfg.micro_batch_tokens,
-                           advantages, ref_logprobs)
+                           advantages, ref_logprobs, same_shape=self.cfg.zero_stage == 3)
 
     def train_grpo(self, items: Sequence[TrainSequence], advantages: Sequence[float],
                    ref_logprobs: Optional[Sequence[Optional[Sequence[float]]]] = None
@@ -272,20 +279,18 @@ class LearnerGroup:
     def logprobs(self, items: Sequence[TrainSequence]) -> List[List[float]]:
         """Per-token log-probs of every sequence, computed across the ranks."""
         shards = make_shards(items, self.cfg.world_size, max_tokens=1)
-        results = self._all("logprobs", [s.items for s in shards])
         out: List[Optional[List[float]]] = [None] * len(items)
-        for shard, values in zip(shards, results):
-            for group in shard.micro_batches:
-                for i, w in group:
-                    if w:
-                        out[shard.indices[i]] = values[i]
+        for shard, values in zip(shards, self._all("logprobs", shards)):
+            for i, v in zip(shard.indices, values):
+                if v is not None:
+                    out[i] = v
         return out
 
     def weights(self) -> Dict[str, "torch.Tensor"]:
-        return ray.get([w.weights.remote() for w in self.workers])[0]
+        return _gather([w.weights.remote() for w in self.workers])[0]
 
     def save(self, out: str) -> str:
-        return ray.get([w.save.remote(out) for w in self.workers])[0]
+        return _gather([w.save.remote(out) for w in self.workers])[0]
 
     def version(self) -> int:
         return ray.get(self.workers[0].get_version.remote())
@@ -294,6 +299,16 @@ class LearnerGroup:
         for w in self.workers:
             ray.kill(w)
         remove_placement_group(self.pg)
+
+
+def _gather(refs: list) -> list:
+    """Results of a collective call on every rank; the first rank to fail raises at once (its
+    peers would otherwise wait for it in the collective forever)."""
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        ray.get(ready)
+    return ray.get(refs)
 
 
 def _mean(rows: Sequence[Dict[str, float]]) -> Dict[str, float]:

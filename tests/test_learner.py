@@ -41,6 +41,12 @@ def test_shard_plan_pads_ranks_to_equal_shares_and_micro_batch_counts():
     plan = shard_plan([6, 2, 5], world_size=2, max_tokens=8)
     assert plan == [[[(0, 1.0)], [(2, 1.0)]], [[(1, 1.0), (1, 0.0)], [(1, 0.0)]]]
     assert [len(p) for p in shard_plan([1] * 7, 4, 100)] == [1, 1, 1, 1]
+    # ZeRO-3 gathers parameters in every forward: micro-batch j must hold as many sequences
+    # on every rank
+    assert shard_plan([3, 6, 3, 3], 2, 8) == [[[(0, 1.0), (2, 1.0)], [(0, 0.0)]],
+                                              [[(1, 1.0)], [(3, 1.0)]]]
+    assert shard_plan([3, 6, 3, 3], 2, 8, same_shape=True) == [[[(0, 1.0), (2, 1.0)], [(0, 0.0)]],
+                                                               [[(1, 1.0), (3, 0.0)], [(3, 1.0)]]]
 
 
 def test_make_shards_keep_global_totals_and_indices():

@@ -56,14 +56,15 @@ def micro_batches(sequences: Sequence, max_tokens: int) -> List[List[int]]:
     return groups
 
 
-def shard_plan(lengths: Sequence[int], world_size: int, max_tokens: int
-               ) -> List[List[List[Tuple[int, float]]]]:
+def shard_plan(lengths: Sequence[int], world_size: int, max_tokens: int,
+               same_shape: bool = False) -> List[List[List[Tuple[int, float]]]]:
     """Per rank, its micro-batches as (sequence index, weight) lists.
 
     Sequences are dealt round-robin, so ranks get equal shares; a rank short of a sequence gets
     a zero-weight copy, and a rank with fewer micro-batches than the busiest one gets zero-weight
-    copies as extra micro-batches, so every rank runs the same number of forward/backward
-    passes and the ZeRO collectives line up."""
+    copies as extra micro-batches, so every rank runs the same number of backward passes and
+    the ZeRO-2 gradient reductions line up. With `same_shape` (ZeRO-3, whose every forward
+    gathers parameters), micro-batch j also holds as many sequences on every rank."""
     if not lengths:
         raise ValueError("an empty batch cannot be sharded")
     per_rank = -(-len(lengths) // world_size)
@@ -76,9 +77,14 @@ def shard_plan(lengths: Sequence[int], world_size: int, max_tokens: int
               for group in micro_batches([range(lengths[i]) for i, _ in items], max_tokens)]
              for items in ranks]
     steps = max(len(p) for p in plans)
-    for plan, items in zip(plans, ranks):
-        shortest = min(items, key=lambda it: lengths[it[0]])[0]
-        plan.extend([[(shortest, 0.0)] for _ in range(steps - len(plan))])
+    shortest = [min(items, key=lambda it: lengths[it[0]])[0] for items in ranks]
+    for plan, pad in zip(plans, shortest):
+        plan.extend([[(pad, 0.0)] for _ in range(steps - len(plan))])
+    if same_shape:
+        for j in range(steps):
+            size = max(len(plan[j]) for plan in plans)
+            for plan, pad in zip(plans, shortest):
+                plan[j].extend([(pad, 0.0)] * (size - len(plan[j])))
     return plans
 
 
@@ -202,9 +208,10 @@ class Shard:
 
 def make_shards(items: Sequence[TrainSequence], world_size: int, max_tokens: int,
                 advantages: Optional[Sequence[float]] = None,
-                ref_logprobs: Optional[Sequence[Optional[Sequence[float]]]] = None) -> List[Shard]:
+                ref_logprobs: Optional[Sequence[Optional[Sequence[float]]]] = None,
+                same_shape: bool = False) -> List[Shard]:
     """The batch cut into `world_size` shards by `shard_plan`."""
-    plans = shard_plan([len(it) for it in items], world_size, max_tokens)
+    plans = shard_plan([len(it) for it in items], world_size, max_tokens, same_shape)
     advantages = [0.0] * len(items) if advantages is None else list(advantages)
     total_tokens = sum(sum(it.seq.action_mask) for it in items)
     total_sequences = sum(1 for it in items if any(it.seq.action_mask))
