@@ -11,7 +11,8 @@ from vrt_ray.config import GRPOConfig, LearnerConfig
 from vrt_ray.episodes import EpisodeJob, replay
 from vrt_ray.frame_cache import FrameCache
 from vrt_ray.learner_core import (IGNORE_INDEX, TrainSequence, make_shards, micro_batches,
-                                  sequence_logprobs, sft_labels, shard_plan, train_sequences)
+                                  sequence_logprobs, sft_labels, sft_loss_for, shard_plan,
+                                  train_sequences)
 from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_policy, load_processor
 from vrt_ray.preset import load_preset
@@ -118,12 +119,12 @@ def ray_local():
     ray.shutdown()
 
 
-def make_group(tiny_model_dir, zero_stage, lr=2e-3):
+def make_group(tiny_model_dir, zero_stage, lr=2e-3, **options):
     from actors.learner import LearnerGroup
 
     cfg = LearnerConfig(world_size=2, num_cpus_per_worker=0.5, zero_stage=zero_stage, lr=lr,
-                        micro_batch_tokens=256, max_grad_norm=1.0)
-    return LearnerGroup(cfg, str(tiny_model_dir), grpo=GRPOConfig(beta=0.0))
+                        micro_batch_tokens=256, max_grad_norm=1.0, **options)
+    return LearnerGroup(cfg, str(tiny_model_dir), total_steps=4, grpo=GRPOConfig(beta=0.0))
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +157,23 @@ def test_group_logprobs_equal_a_local_forward_pass(group, items, tiny_model_dir)
         assert got == pytest.approx(want.tolist(), abs=1e-4)
 
 
-def test_sft_steps_lower_the_loss_on_their_sequences(group, items):
-    losses = [group.train_sft(items)["loss"] for _ in range(4)]
+def whole_batch_sft_grad_norm(state, tiny_model_dir, items):
+    """The gradient norm of the whole batch's SFT loss (mean over all its action tokens) in one
+    process: what the ranks' scaled, averaged gradients must add up to."""
+    model = load_policy(tiny_model_dir).train()
+    model.load_state_dict(state)
+    processor = load_processor(tiny_model_dir)
+    loss, _ = sft_loss_for(model, processor, items, cache=FrameCache(1 << 26))
+    loss.backward()
+    return torch.linalg.vector_norm(torch.stack(
+        [p.grad.norm() for p in model.parameters() if p.grad is not None])).item()
+
+
+def test_sft_steps_lower_the_loss_on_their_sequences(group, items, tiny_model_dir):
+    expected_norm = whole_batch_sft_grad_norm(group.weights(), tiny_model_dir, items)
+    first = group.train_sft(items)  # 4 sequences of unequal length over 2 ranks
+    assert first["grad_norm"] == pytest.approx(expected_norm, rel=1e-3)
+    losses = [first["loss"]] + [group.train_sft(items)["loss"] for _ in range(3)]
     print(f"sft losses: {[round(l, 3) for l in losses]}")
     assert losses[-1] < losses[0] - 0.05
 
@@ -201,12 +217,15 @@ def test_save_writes_a_loadable_policy_with_the_new_weights(group, tmp_path, tin
 
 
 def test_zero3_group_steps_gathers_and_scores(ray_local, items, tiny_model_dir, tmp_path):
-    group = make_group(tiny_model_dir, zero_stage=3)
+    """ZeRO-3 with gradient checkpointing and a cosine schedule."""
+    group = make_group(tiny_model_dir, zero_stage=3, gradient_checkpointing=True,
+                       lr_schedule="cosine")
     try:
         print(f"\nlearner group start (ZeRO-3): {group.start_s:.1f}s")
         local = local_logprobs(group.weights(), tiny_model_dir, items[:2])
         for got, want in zip(group.logprobs(items[:2]), local):
             assert got == pytest.approx(want.tolist(), abs=1e-4)
-        grpo_step_changes_weights_identically(group, items)
+        metrics = grpo_step_changes_weights_identically(group, items)
+        assert 0 < metrics["lr"] < 2e-3  # cosine decay after one of 4 steps
     finally:
         group.shutdown()
