@@ -10,9 +10,9 @@ from video_samples import encode
 from vrt_ray.config import GRPOConfig, LearnerConfig
 from vrt_ray.episodes import EpisodeJob, replay
 from vrt_ray.frame_cache import FrameCache
-from vrt_ray.learner_core import (IGNORE_INDEX, TrainSequence, make_shards, micro_batches,
-                                  sequence_logprobs, sft_labels, sft_loss_for, shard_plan,
-                                  train_sequences)
+from vrt_ray.learner_core import (IGNORE_INDEX, TrainSequence, grpo_loss_for, make_shards,
+                                  micro_batches, sequence_logprobs, sft_labels, sft_loss_for,
+                                  shard_plan, train_sequences)
 from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_policy, load_processor
 from vrt_ray.preset import load_preset
@@ -98,15 +98,43 @@ def test_labels_are_only_the_assistants_own_tokens(items, tiny_model_dir):
         labels = sft_labels(it)
         labelled = [l for l in labels if l != IGNORE_INDEX]
         assert not vision & set(labelled)
-        text = processor.tokenizer.decode(labelled)
-        assert "frames" not in text.lower() or "select_frames" in text  # no tool-result text
-        assert set(labels) - {IGNORE_INDEX} <= set(it.seq.input_ids)
         assert sum(l != IGNORE_INDEX for l in labels) == sum(it.seq.action_mask)
     packed = items[0]
-    assert len(packed.seq.turn_indices) == 2  # tool result sits inside, unlabelled
+    assert len(packed.seq.turn_indices) == 2  # the tool result (with frames) sits in between
+    labelled = [l for l in sft_labels(packed) if l != IGNORE_INDEX]
+    assert processor.tokenizer.decode(labelled) == call("A", [5]) + "<|im_end|>" + ANSWER + "<|im_end|>"
+    assert len(packed) > 2 * len(labelled)  # ... and the rest of the sequence is unlabelled
     n_images = sum(t == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
                    for t in packed.seq.input_ids)
     assert n_images > 0
+
+
+def test_grpo_loss_on_policy_is_minus_the_advantage_and_kl_follows_the_reference(items, tiny_model_dir):
+    """On-policy (old log-probs = current) the ratio is 1, so token-mean pg_loss = -mean A over
+    action tokens; a weight-0 sequence counts for nothing; a reference 0.1 nats below the
+    policy on every action token gives k1 = 0.1 and k3 = e^-0.1 - 1 + 0.1."""
+    model, processor = load_policy(tiny_model_dir), load_processor(tiny_model_dir)
+    cache = FrameCache(1 << 26)
+    batch = items[1:3]
+    with torch.no_grad():
+        current = [sequence_logprobs(model, processor, it, cache=cache).tolist() for it in batch]
+    batch = with_engine_logprobs(batch, current)
+    ref = [[lp - 0.1 for lp in lps] for lps in current]
+    n = [sum(it.seq.action_mask) for it in batch]
+    with torch.no_grad():
+        terms = grpo_loss_for(model, processor, batch, [0.5, -2.0], ref, beta=0.5,
+                              kl_estimator="k1", cache=cache)
+        assert terms.result.ratio_mean == pytest.approx(1.0, abs=1e-5)
+        assert terms.result.pg_loss == pytest.approx((-0.5 * n[0] + 2.0 * n[1]) / sum(n), abs=1e-5)
+        assert terms.result.kl == pytest.approx(0.1, abs=1e-5)
+        assert float(terms.result.loss) == pytest.approx(terms.result.pg_loss + 0.05, abs=1e-5)
+        assert terms.action_tokens == sum(n) and terms.sequences == 2
+        only_first = grpo_loss_for(model, processor, batch, [0.5, -2.0], ref, beta=0.5,
+                                   kl_estimator="k3", weights=[1.0, 0.0], cache=cache)
+        assert only_first.result.pg_loss == pytest.approx(-0.5, abs=1e-5)
+        assert only_first.result.kl == pytest.approx(float(torch.tensor(-0.1).exp()) - 1 + 0.1,
+                                                     abs=1e-5)
+        assert only_first.action_tokens == n[0] and only_first.sequences == 1
 
 
 # ---- the learner group on local Ray --------------------------------------------------------
@@ -227,5 +255,8 @@ def test_zero3_group_steps_gathers_and_scores(ray_local, items, tiny_model_dir, 
             assert got == pytest.approx(want.tolist(), abs=1e-4)
         metrics = grpo_step_changes_weights_identically(group, items)
         assert 0 < metrics["lr"] < 2e-3  # cosine decay after one of 4 steps
+        out = group.save(str(tmp_path / "zero3"))  # parameters gathered from both ranks
+        loaded, state = load_policy(out).state_dict(), group.weights()
+        assert all(torch.equal(loaded[k], state[k]) for k in state)
     finally:
         group.shutdown()
