@@ -312,4 +312,8 @@ def _gather(refs: list) -> list:
 
 
 def _mean(rows: Sequence[Dict[str, float]]) -> Dict[str, float]:
-    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+    """The ranks' mean metrics, but the step's total action tokens and its slowest rank's time."""
+    out = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+    out.update(action_tokens=sum(r["action_tokens"] for r in rows),
+               step_s=max(r["step_s"] for r in rows))
+    return out

@@ -197,6 +197,30 @@ def whole_batch_sft_grad_norm(state, tiny_model_dir, items):
         [p.grad.norm() for p in model.parameters() if p.grad is not None])).item()
 
 
+def test_group_logprobs_equal_the_engines_on_a_sampled_episode(group, items, tiny_model_dir):
+    """An episode sampled by the HF engine from the group's current weights: the group's
+    log-probs on every generated token of every turn equal the engine's."""
+    from vrt_ray.engines.base import SamplingParams
+    from vrt_ray.engines.hf import HFEngine
+    from vrt_ray.episodes import run_episodes
+
+    model = load_policy(tiny_model_dir)
+    model.load_state_dict(group.weights())
+    engine = HFEngine(model, load_processor(tiny_model_dir), seed=1)
+    videos = items[0].videos
+    job = EpisodeJob(EpisodeInput("p1", "a red square", videos, {"A": 24, "B": 16}))
+    (trajectory,) = run_episodes(engine, [job], load_preset("vrt"),
+                                 Budgets(initial_frames=2, memory_window=4, max_turns=2),
+                                 SamplingParams(temperature=1.0, max_new_tokens=8), PIXELS,
+                                 cache=FrameCache(1 << 26))
+    sequences = train_sequences(trajectory)
+    assert sequences and all(it.seq.logprobs for it in sequences)
+    for it, ours in zip(sequences, group.logprobs(sequences)):
+        positions = [p for p, a in enumerate(it.seq.action_mask) if a]
+        assert [ours[p] for p in positions] == pytest.approx(
+            [it.seq.logprobs[p] for p in positions], abs=2e-4)
+
+
 def test_sft_steps_lower_the_loss_on_their_sequences(group, items, tiny_model_dir):
     expected_norm = whole_batch_sft_grad_norm(group.weights(), tiny_model_dir, items)
     first = group.train_sft(items)  # 4 sequences of unequal length over 2 ranks
