@@ -7,6 +7,7 @@ import torch
 from omegaconf import OmegaConf
 from video_samples import encode
 
+from actors.reference import ReferencePolicy
 from actors.rollout import RolloutWorker
 from actors.verifier import RewardVerifier
 from vrt_ray import config
@@ -65,3 +66,20 @@ def test_verifier_actor_scores_trajectories(ray_local, cfg):
     right, empty = ray.get(verifier.score.remote(trajectories, labels))
     assert right["all_correct"] and right["reward"] == pytest.approx(1.0)
     assert empty["reward"] == 0.0 and not empty["all_correct"]
+
+
+def test_reference_scores_action_tokens_as_the_engine_did(ray_local, cfg, jobs, tiny_model_dir):
+    """Unchanged weights: the reference's log-probs on every action token equal the engine's."""
+    from vrt_ray.learner_core import train_sequences
+    from vrt_ray.trajectory import Trajectory
+
+    worker = RolloutWorker.options(num_cpus=0.5).remote(cfg, str(tiny_model_dir))
+    trajectory = Trajectory.from_dict(ray.get(worker.run.remote(jobs[:1], 1.0))[0])
+    reference = ReferencePolicy.options(num_cpus=0.5).remote(
+        str(tiny_model_dir), cfg["video"]["min_pixels"], cfg["video"]["max_pixels"])
+    items = train_sequences(trajectory)
+    scored = ray.get(reference.logprobs.remote(items))
+    for item, logprobs in zip(items, scored):
+        engine = [lp for lp, a in zip(item.seq.logprobs, item.seq.action_mask) if a]
+        ours = [lp for lp, a in zip(logprobs, item.seq.action_mask) if a]
+        assert ours == pytest.approx(engine, abs=2e-4)

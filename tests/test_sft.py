@@ -15,7 +15,8 @@ from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_policy, load_processor
 from vrt_ray.preset import load_preset
 from vrt_ray.protocol import Budgets, EpisodeInput
-from vrt_ray.sft import IGNORE, labels, sft_sequences, trace_texts, trace_trajectory
+from vrt_ray.sft import IGNORE, labels, trace_texts, trace_trajectory
+from vrt_ray.trajectory import to_sequences
 
 PIXELS = PixelBudget(784, 3136)
 TRACE = {"pair_id": "p", "turns": [
@@ -42,7 +43,7 @@ def test_only_assistant_tokens_carry_labels(setup):
     tok = processor.tokenizer
     vision = {tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|vision_start|>", "<|vision_end|>")}
     im_start = tok.convert_tokens_to_ids("<|im_start|>")
-    for seq in sft_sequences(trajectory):
+    for seq in to_sequences(trajectory.turns):
         lab = labels(seq)
         assert len(lab) == len(seq.input_ids)
         labelled = [t for t in lab if t != IGNORE]
@@ -50,7 +51,7 @@ def test_only_assistant_tokens_carry_labels(setup):
         text = tok.decode(labelled)
         assert "select_frames" in text or "<answer>" in text
         assert "Video A, frame" not in text and "no longer in view" not in text  # tool text
-    all_labelled = tok.decode([t for s in sft_sequences(trajectory, pack=False)
+    all_labelled = tok.decode([t for s in to_sequences(trajectory.turns, pack=False)
                                for t in labels(s) if t != IGNORE])
     for text in trace_texts(TRACE, load_preset("vrt")):
         assert text in all_labelled

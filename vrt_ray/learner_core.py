@@ -15,9 +15,9 @@ import torch
 from vrt_ray.frame_cache import FrameCache
 from vrt_ray.grpo import PolicyLoss, policy_loss
 from vrt_ray.model_inputs import FrameSource, PixelBudget, rebuild_inputs
+from vrt_ray.sft import IGNORE as IGNORE_INDEX, labels
 from vrt_ray.trajectory import PackedSequence, Trajectory, to_sequences
 
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -167,9 +167,8 @@ def grpo_loss_for(model, processor, items: Sequence[TrainSequence], advantages: 
 
 
 def sft_labels(item: TrainSequence) -> List[int]:
-    """Labels of one sequence: its ids on action tokens, IGNORE_INDEX elsewhere (prompt,
-    tool results, images)."""
-    return [t if a else IGNORE_INDEX for t, a in zip(item.seq.input_ids, item.seq.action_mask)]
+    """Labels of one sequence (vrt_ray.sft.labels: ids on action tokens, IGNORE_INDEX elsewhere)."""
+    return labels(item.seq)
 
 
 def sft_loss_for(model, processor, items: Sequence[TrainSequence],

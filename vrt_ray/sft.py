@@ -11,7 +11,7 @@ from vrt_ray.frame_cache import FrameCache
 from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.preset import Preset
 from vrt_ray.protocol import Budgets, EpisodeInput, format_turn
-from vrt_ray.trajectory import PackedSequence, Trajectory, to_sequences
+from vrt_ray.trajectory import PackedSequence, Trajectory
 
 IGNORE = -100
 
@@ -28,11 +28,6 @@ def trace_trajectory(processor, pair: PreferencePair, videos: dict, num_frames: 
     """Replay a teacher trace through the protocol: the contexts an engine would have seen."""
     job = EpisodeJob(EpisodeInput(pair.id, pair.prompt, videos, num_frames))
     return replay(processor, job, preset, budgets, pixels, trace_texts(trace, preset), cache)
-
-
-def sft_sequences(trajectory: Trajectory, pack: bool = True) -> List[PackedSequence]:
-    """Training sequences of a (replayed or sampled) trajectory; see `labels`."""
-    return to_sequences(trajectory.turns, pack=pack)
 
 
 def labels(seq: PackedSequence) -> List[int]:
