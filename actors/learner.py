@@ -9,11 +9,8 @@ up from MASTER_ADDR / MASTER_PORT / RANK / WORLD_SIZE (docs/learner.md says why)
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import tempfile
 import time
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import ray
@@ -215,19 +212,9 @@ class LearnerWorker:
         state = self.weights(rank0_only=True)
         if state is None:
             return None
-        out_path = Path(out)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
-        try:
-            self.model.save_pretrained(staging, state_dict=state)
-            self.processor.save_pretrained(staging)
-            if out_path.exists():
-                shutil.rmtree(out_path)
-            staging.rename(out_path)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return str(out_path)
+        from vrt_ray.models import save_checkpoint
+
+        return str(save_checkpoint(out, self.model, self.processor, state_dict=state))
 
 
 class LearnerGroup:

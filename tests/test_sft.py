@@ -1,6 +1,5 @@
 """SFT samples: labels only on assistant tokens; a turn after a window drop is trained under the
 context the episode runner builds for it."""
-import json
 
 import pytest
 from scripted import ScriptedTurns

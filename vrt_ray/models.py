@@ -151,10 +151,17 @@ def make_tiny(out: str | os.PathLike, seed: int = 0, spec: TinySpec = TinySpec()
     model.generation_config = GenerationConfig(
         bos_token_id=ids("<|endoftext|>"), pad_token_id=ids("<|endoftext|>"),
         eos_token_id=[ids("<|im_end|>"), ids("<|endoftext|>")], do_sample=False)
+    return save_checkpoint(out, model, processor)
+
+
+def save_checkpoint(out: str | os.PathLike, model, processor, state_dict=None) -> Path:
+    """Write a Hugging Face directory (model + processor) to a temporary path beside `out`, then
+    rename it into place: a crash mid-write never leaves half a checkpoint at `out`."""
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        model.save_pretrained(staging)
+        model.save_pretrained(staging, state_dict=state_dict)
         processor.save_pretrained(staging)
         if out.exists():
             shutil.rmtree(out)
