@@ -20,3 +20,22 @@ def tiny_model_dir(tmp_path_factory):
     from vrt_ray.models import make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+_exit_status = {}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _exit_status["code"] = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    """Leave without interpreter teardown once every result is reported: native libraries loaded
+    side by side here (two FFmpeg builds, Ray's core worker, DeepSpeed's CPU ops) have been seen
+    to crash in their destructors at exit (1 run in 4), turning a green run red."""
+    if "code" in _exit_status:
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status["code"])
