@@ -142,3 +142,22 @@ def test_multimodal_request_is_what_qwen2_5_vl_parsing_takes():
     hf_meta = VideoMetadata(**{k: v for k, v in meta.items() if k != "do_sample_frames"})
     assumed = VideoMetadata(total_num_frames=4, fps=None, frames_indices=list(range(4)))
     assert hf_meta.sampled_fps == assumed.sampled_fps
+
+
+def test_submitted_requests_come_back_as_they_finish(setup):
+    """No barrier: a short request is collected while a longer one is still generating, and
+    each result carries the caller's key."""
+    engine, _, policy, _ = setup
+    load(engine, policy, 0)
+    engine.submit("long", PROMPTS[0], SamplingParams(temperature=0.0, max_new_tokens=6))
+    engine.submit("short-1", PROMPTS[1], SamplingParams(temperature=0.0, max_new_tokens=1))
+    engine.submit("short-2", PROMPTS[2], SamplingParams(temperature=0.0, max_new_tokens=1))
+    first = dict(engine.collect())
+    assert set(first) == {"short-1", "short-2"}
+    assert all(len(g.token_ids) == 1 for g in first.values())
+    rest = []
+    while len(rest) < 1:
+        rest += engine.collect()
+    assert [key for key, _ in rest] == ["long"] and len(rest[0][1].token_ids) == 6
+    assert rest[0][1].token_ids == engine.generate([PROMPTS[0]], GREEDY)[0].token_ids
+    assert engine.collect() == []

@@ -1,8 +1,9 @@
 """The episode runner: batched, engine-agnostic, one `Trajectory` per episode.
 
-Each generate call takes every episode that is ready (all unfinished ones, up to `max_batch`,
-oldest first); a tool call is executed right after its turn, so an episode never waits for the
-slowest one at a turn boundary. `replay` builds the same per-turn contexts for given assistant
+No barrier per turn: an episode goes back to the engine (`submit`) as soon as its turn came
+back (`collect`) and its tool ran, never waiting for the slowest episode of a batch. vLLM
+schedules each request as it comes; the HF engine's generate call takes every pending episode
+(up to `max_batch`, oldest first). `replay` builds the same per-turn contexts for given assistant
 texts (teacher traces, SFT samples) without generating.
 """
 from __future__ import annotations
@@ -54,26 +55,35 @@ def run_episodes(engine: Engine, jobs: Sequence[EpisodeJob], preset: Preset, bud
     tokenizer = engine.processor.tokenizer
     bar = tqdm(total=len(jobs), desc="episodes", disable=not progress)
     bar.update(sum(e.done for e in episodes))
-    while True:
-        ready = [i for i, e in enumerate(episodes) if not e.done][:max_batch]
-        if not ready:
-            break
+    visuals_of: Dict[int, List[Visual]] = {}
+
+    def submit(i: int) -> None:
         started = time.perf_counter()
-        prepared = [prepare_prompt(engine.processor, episodes[i], sources[i]) for i in ready]
-        generated = time.perf_counter()
-        generations = engine.generate([p for p, _ in prepared], sampling)
+        prompt, visuals_of[i] = prepare_prompt(engine.processor, episodes[i], sources[i])
+        timings["prepare_s"] += time.perf_counter() - started
+        engine.submit(i, prompt, sampling)
+
+    for i, episode in enumerate(episodes):
+        if not episode.done:
+            submit(i)
+    in_flight = sum(not e.done for e in episodes)
+    while in_flight:
+        started = time.perf_counter()
+        finished = engine.collect(max_batch)
         stepped = time.perf_counter()
-        timings["prepare_s"] += generated - started
-        timings["generate_s"] += stepped - generated
-        for i, (_, visuals), gen in zip(ready, prepared, generations):
-            trajectories[i].turns.append(Turn(gen.prompt_ids, visuals, gen.token_ids,
+        timings["generate_s"] += stepped - started
+        for i, gen in finished:  # each goes back to the engine as soon as its tool ran
+            trajectories[i].turns.append(Turn(gen.prompt_ids, visuals_of.pop(i), gen.token_ids,
                                               gen.logprobs, gen.finish_reason))
             text = tokenizer.decode(gen.token_ids, skip_special_tokens=True)
             episodes[i].step(text, sources[i].fetch)
             if not episodes[i].done and len(gen.prompt_ids) + len(gen.token_ids) >= max_context_tokens:
                 episodes[i].end_for_budget("context")
             if episodes[i].done:
+                in_flight -= 1
                 bar.update(1)
+            else:
+                submit(i)
         timings["tool_s"] += time.perf_counter() - stepped
     bar.close()
     return [_finish(t, e) for t, e in zip(trajectories, episodes)]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Protocol, Sequence
+from typing import Hashable, List, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -33,8 +33,19 @@ class Generation:
 
 
 class Engine(Protocol):
+    """Two ways in: `generate` runs a batch to completion; `submit` + `collect` let a caller
+    hand in each request as soon as it is ready and take results as they finish (no barrier:
+    vLLM schedules requests as they come; the HF engine batches what is pending)."""
+
     processor: object
     policy_version: int
 
     def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams) -> List[Generation]:
+        ...
+
+    def submit(self, key: Hashable, prompt: Prompt, sampling: SamplingParams) -> None:
+        ...
+
+    def collect(self, max_batch: int) -> List[Tuple[Hashable, Generation]]:
+        """Block until at least one submitted request has finished; return every finished one."""
         ...

@@ -6,7 +6,7 @@ placeholder tokens are never sampled.
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Hashable, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -42,6 +42,21 @@ class HFEngine:
         self.suppress_ids = vision_token_ids(tok)
         self.generator_seed = seed
         self.policy_version = policy_version
+        self._pending: List[Tuple[Hashable, Prompt, SamplingParams]] = []
+
+    def submit(self, key: Hashable, prompt: Prompt, sampling: SamplingParams) -> None:
+        self._pending.append((key, prompt, sampling))
+
+    def collect(self, max_batch: int) -> List[Tuple[Hashable, Generation]]:
+        """One batched generate over the oldest pending requests that share their sampling."""
+        if not self._pending:
+            return []
+        sampling = self._pending[0][2]
+        batch = [r for r in self._pending if r[2] == sampling][:max_batch]
+        taken = {id(r) for r in batch}
+        self._pending = [r for r in self._pending if id(r) not in taken]
+        generations = self.generate([prompt for _, prompt, _ in batch], sampling)
+        return [(key, gen) for (key, _, _), gen in zip(batch, generations)]
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams) -> List[Generation]:

@@ -29,7 +29,7 @@ trainer-side peer; they are not wired here.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -129,6 +129,14 @@ def sampling_kwargs(sampling: SamplingParams, stop_ids: Sequence[int]) -> dict:
                 detokenize=False)
 
 
+def _generation(out) -> Generation:
+    completion = out.outputs[0]
+    ids = list(completion.token_ids)
+    logprobs = [step[t].logprob for step, t in zip(completion.logprobs, ids)]
+    return Generation(prompt_ids=list(out.prompt_token_ids), token_ids=ids, logprobs=logprobs,
+                      finish_reason="stop" if completion.finish_reason == "stop" else "length")
+
+
 class VLLMEngine:
     """`Engine` over `vllm.LLM`, built once per worker; weights are updated in place."""
 
@@ -148,6 +156,7 @@ class VLLMEngine:
         self.logprobs_mode = logprobs_mode(sampling)
         self.seed = seed
         self.policy_version = policy_version
+        self._keys: Dict[str, Hashable] = {}  # vLLM request id -> the caller's key
         extra = {key: value for key, value in (("limit_mm_per_prompt", limit_mm_per_prompt),
                                                ("kv_cache_memory_bytes", kv_cache_memory_bytes))
                  if value is not None}
@@ -161,26 +170,43 @@ class VLLMEngine:
                        **extra)
 
     def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams) -> List[Generation]:
+        outputs = self.llm.generate([build_request(p, self.tokenizer, self.size) for p in prompts],
+                                    self._params(sampling, len(prompts)), use_tqdm=False)
+        return [_generation(out) for out in outputs]
+
+    def submit(self, key: Hashable, prompt: Prompt, sampling: SamplingParams) -> None:
+        """Hand one request to vLLM's scheduler now; `collect` returns it when it finishes."""
+        (request_id,) = self.llm.enqueue([build_request(prompt, self.tokenizer, self.size)],
+                                         self._params(sampling, 1), use_tqdm=False)
+        self._keys[request_id] = key
+
+    def collect(self, max_batch: int = 0) -> List[Tuple[Hashable, Generation]]:
+        """Step the engine until requests finish; those, keyed as submitted (`max_batch` is
+        vLLM's scheduler's business and ignored)."""
+        while self._keys:
+            finished = [out for out in self.llm.llm_engine.step() if out.finished]
+            if finished:
+                return [(self._pop_key(out.request_id), _generation(out)) for out in finished]
+        return []
+
+    def _pop_key(self, output_id: str) -> Hashable:
+        """The key of a finished request: outputs carry the id given to vLLM, while `enqueue`
+        answers with vLLM's internal one (that id plus a random suffix)."""
+        if output_id in self._keys:
+            return self._keys.pop(output_id)
+        (internal,) = [i for i in self._keys if i.startswith(f"{output_id}-")]
+        return self._keys.pop(internal)
+
+    def _params(self, sampling: SamplingParams, n: int) -> list:
         from vllm import SamplingParams as VSamplingParams
 
         check_sampling(self.logprobs_mode, sampling)
         kwargs = sampling_kwargs(sampling, self.stop_ids)
         params = []
-        for _ in prompts:
+        for _ in range(n):
             params.append(VSamplingParams(seed=self.seed, **kwargs))
             self.seed += 1
-        requests = [build_request(p, self.tokenizer, self.size) for p in prompts]
-        outputs = self.llm.generate(requests, params, use_tqdm=False)
-        results = []
-        for out in outputs:
-            completion = out.outputs[0]
-            ids = list(completion.token_ids)
-            logprobs = [step[t].logprob for step, t in zip(completion.logprobs, ids)]
-            results.append(Generation(prompt_ids=list(out.prompt_token_ids), token_ids=ids,
-                                      logprobs=logprobs,
-                                      finish_reason="stop" if completion.finish_reason == "stop"
-                                      else "length"))
-        return results
+        return params
 
     def update_weights(self, named_tensors: Iterable[Tuple[str, "torch.Tensor"]],
                        version: int) -> None:
