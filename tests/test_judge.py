@@ -41,6 +41,15 @@ def test_judge_prints_every_dimension_and_writes_the_trace(tiny_model_dir, video
     assert "a red square" in text and "turn 1:" in text
 
 
+def test_judge_runs_the_official_preset(tiny_model_dir, videos):
+    run = run_judge(*videos, "--model", tiny_model_dir, "--prompt", "a red square", "--json",
+                    "--set", "protocol.preset=vr_thinker", "--set", "protocol.max_new_tokens=8",
+                    "--set", "protocol.max_turns=1")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert set(result["verdicts"]) == {"TA", "VQ", "MQ", "overall"} and result["turns"] >= 1
+
+
 def test_judge_bad_inputs_exit_2_with_one_line(tiny_model_dir, videos, tmp_path):
     missing = run_judge(videos[0], tmp_path / "nope.mp4", "--model", tiny_model_dir, "--prompt", "x")
     assert missing.returncode == 2 and "nope.mp4: no such file" in missing.stderr
