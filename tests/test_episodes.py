@@ -70,6 +70,11 @@ def test_batched_episodes_on_synthetic_videos_give_complete_trajectories(engine,
     for t in trajectories:
         assert t.end_reason in ("answer", "no_action", "budget", "context")
         assert 1 <= len(t.turns) and all(len(turn.token_ids) == len(turn.logprobs) for turn in t.turns)
+        # every turn is accounted for: an action (tool call, valid or not), a turn past the
+        # budget, or the answer that ended the episode
+        assert len(t.turns) == (t.valid_calls + t.invalid_calls + t.tool_failures
+                                + t.turns_over_budget + (t.end_reason == "answer"))
+        assert all(1 <= len(turn.token_ids) <= 12 for turn in t.turns)
         assert all(lp <= 0 for turn in t.turns for lp in turn.logprobs)
         assert t.invalid_calls + t.valid_calls >= 1 or t.end_reason == "answer"
         again = Trajectory.from_dict(json.loads(json.dumps(t.to_dict())))

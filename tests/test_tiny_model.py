@@ -42,6 +42,14 @@ def test_auto_classes_load_and_generate_from_images(tiny_model_dir):
         out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
     new = out[0, inputs["input_ids"].shape[1]:]
     assert 1 <= len(new) <= 6
+    stops = set(model.generation_config.eos_token_id)
+    assert len(new) == 6 or new[-1].item() in stops  # only a stop token ends it early
+    with torch.no_grad():  # greedy: each new token is the argmax given everything before it
+        logits = model(**{**inputs, "input_ids": out, "attention_mask": torch.ones_like(out),
+                          "mm_token_type_ids": torch.nn.functional.pad(
+                              inputs["mm_token_type_ids"], (0, len(new)))}).logits[0]
+    prompt_len = inputs["input_ids"].shape[1]
+    assert logits[prompt_len - 1:-1].argmax(-1).tolist() == new.tolist()
     assert all(0 <= t < model.config.text_config.vocab_size for t in new.tolist())
     with torch.no_grad():
         again = model.generate(**inputs, max_new_tokens=6, do_sample=False)

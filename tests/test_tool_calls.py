@@ -80,4 +80,8 @@ def test_never_raises(body):
     assert isinstance(result, (FrameRequest, ToolCallError))
     if isinstance(result, FrameRequest):
         assert 1 <= len(result.frames) <= 8
+        assert len(set(result.frames)) == len(result.frames)  # duplicates removed
+        call = json.loads(body)  # only a well-formed select_frames call gets this far
+        asked = [int(f) for f in call["arguments"]["target_frames"]]
+        assert result.frames == tuple(dict.fromkeys(asked))
         assert all(1 <= f <= VIDEOS[result.video] for f in result.frames)

@@ -48,7 +48,6 @@ class ModelConfig:
     path: str = "outputs/tiny/model"  # a Qwen2.5-VL checkpoint directory
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "sdpa"
-    trust_remote_code: bool = False
 
 
 @dataclass
@@ -56,7 +55,6 @@ class VideoConfig:
     backend: Literal["pyav", "decord"] = "pyav"
     min_pixels: int = _ge(56 * 56, 28 * 28)  # pixel budget per frame given to the processor
     max_pixels: int = _ge(112 * 112, 28 * 28)
-    frame_pool: int = _ge(0, 0)  # 0: indices address every frame; N: N uniformly sampled frames
     cache_mb: int = _ge(512, 0)  # per-process LRU frame cache
 
 

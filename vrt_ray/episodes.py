@@ -136,6 +136,7 @@ def _finish(trajectory: Trajectory, episode: Episode) -> Trajectory:
     trajectory.end_reason = trajectory.end_reason or episode.end_reason
     trajectory.valid_calls = episode.valid_calls
     trajectory.invalid_calls = episode.invalid_calls
+    trajectory.tool_failures = episode.tool_failures
     trajectory.frames_fetched = episode.frames_fetched
     trajectory.turns_over_budget = episode.turns_over_budget
     trajectory.messages = episode.messages

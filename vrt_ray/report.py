@@ -82,24 +82,31 @@ def _episode(t: Trajectory, labels: Mapping[str, str], prompt: Optional[str]) ->
 def _content(content, source: FrameSource, seen: List[FrameRef]) -> str:
     if isinstance(content, str):
         return html.escape(content)
+    refs = [FrameRef(**r) for part in content if part["type"] in ("image", "video")
+            for r in (part["refs"] if part["type"] == "video" else [part["ref"]])]
+    seen.extend(refs)
+    frames = iter(_frames(refs, source))
     out = []
     for part in content:
         if part["type"] == "text" and "label_of" not in part:
             out.append(html.escape(part["text"]))
         elif part["type"] in ("image", "video"):
-            refs = [FrameRef(**r) for r in (part["refs"] if part["type"] == "video" else [part["ref"]])]
-            seen.extend(refs)
-            out.append("".join(_figure(ref, source) for ref in refs))
+            count = len(part["refs"]) if part["type"] == "video" else 1
+            out.extend(next(frames) for _ in range(count))
     return "".join(out)
 
 
-def _figure(ref: FrameRef, source: FrameSource) -> str:
+def _frames(refs: List[FrameRef], source: FrameSource) -> List[str]:
+    """A figure per frame, decoded together (one pass per video); a report never fails on a
+    frame it cannot show."""
     try:
-        (frame,) = source.frames([ref])
-        img = f"<img src='{_data_uri(frame)}' alt='video {ref.video} frame {ref.index}'>"
-    except Exception as exc:  # a report never fails on a frame it cannot show
-        img = f"<span class='wrong'>unreadable: {html.escape(str(exc)[:120])}</span>"
-    return f"<figure>{img}video {ref.video}, frame {ref.index}</figure>"
+        pixels = source.frames(refs)
+    except Exception as exc:
+        reason = html.escape(str(exc)[:120])
+        return [f"<figure><span class='wrong'>unreadable: {reason}</span>video {r.video}, "
+                f"frame {r.index}</figure>" for r in refs]
+    return [f"<figure><img src='{_data_uri(frame)}' alt='video {r.video} frame {r.index}'>"
+            f"video {r.video}, frame {r.index}</figure>" for r, frame in zip(refs, pixels)]
 
 
 def _window_note(t: Trajectory, turn: int, seen: List[FrameRef]) -> str:

@@ -10,9 +10,11 @@ import json
 import random
 from typing import Iterator
 
-from vrt_ray.data.scene import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES
+import yaml
 
-COLOURS, DIRECTIONS = list(COLOURS), list(DIRECTIONS)
+from vrt_ray.data.scene import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES
+from vrt_ray.preset import PRESET_DIR
+
 QUALITIES = ["clean", "noisy", "blurred", "blocky"]
 FINDINGS = [
     "looks clean", "is noisy", "is blurred", "shows blocking artifacts", "jitters",
@@ -23,42 +25,31 @@ FINDINGS = [
 VERDICTS = ["A", "B", "tie"]
 DIMENSIONS = ["TA", "VQ", "MQ", "overall"]
 
-INSTRUCTIONS = [
-    "You are a video reward model. Compare video A and video B for the prompt on each dimension.",
-    "TA (text alignment): does the video show what the prompt asks for?",
-    "VQ (visual quality): is every frame clean, sharp and free of noise, blur or blocking?",
-    "MQ (motion quality): does the object move smoothly, without jitter, freezes or jumps?",
-    "overall: which video is better as a whole.",
-    "You see a few frames of each video. Call the select_frames tool to look at more frames.",
-    "Only the images of your latest tool results stay in view; older ones are replaced by a note.",
-    "Think step by step inside <think> </think>, then give the verdicts inside <answer> </answer>.",
-    "Each verdict is A, B or tie.",
-    "The tool budget is used up. Give your final answer now.",
-    "Error: the tool call is not valid JSON.",
-    "Error: unknown tool. The only tool is select_frames.",
-    "Error: frame numbers must be between 1 and the number of frames of the video.",
-    "Error: at most 8 frames per call.",
-    "Error: this exact call was already made.",
-    "After selecting frames:",
-]
+
+def preset_texts() -> Iterator[str]:
+    """Every text of every protocol preset (instructions, labels, stubs, error messages)."""
+    def strings(node):
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, dict):
+            for value in node.values():
+                yield from strings(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from strings(value)
+
+    for path in sorted(PRESET_DIR.glob("*.yaml")):
+        yield from strings(yaml.safe_load(path.read_text()))
 
 
 def protocol_corpus(num_samples: int = 3000, seed: int = 0) -> Iterator[str]:
-    """Yield `num_samples` protocol-like texts, the same ones for the same seed."""
+    """Yield the presets' texts, then `num_samples` protocol-like texts (same seed, same texts)."""
     rng = random.Random(seed)
-    tool_schema = {
-        "name": "select_frames",
-        "description": "Add frames of one video to the visual memory.",
-        "parameters": {"type": "object", "properties": {
-            "video": {"type": "string", "enum": ["A", "B"]},
-            "target_frames": {"type": "array", "items": {"type": "integer"}}},
-            "required": ["video", "target_frames"]},
-    }
-    yield json.dumps(tool_schema)
-    yield from INSTRUCTIONS
+    colours, directions = list(COLOURS), list(DIRECTIONS)
+    yield from preset_texts()
     for _ in range(num_samples):
-        colour, shape = rng.choice(COLOURS), rng.choice(SHAPES)
-        direction, background = rng.choice(DIRECTIONS), rng.choice(BACKGROUNDS)
+        colour, shape = rng.choice(colours), rng.choice(SHAPES)
+        direction, background = rng.choice(directions), rng.choice(BACKGROUNDS)
         video, total = rng.choice("AB"), rng.randint(16, 256)
         frame = rng.randint(1, total)
         frames = sorted(rng.sample(range(1, total + 1), rng.randint(1, 8)))
@@ -68,10 +59,10 @@ def protocol_corpus(num_samples: int = 3000, seed: int = 0) -> Iterator[str]:
         step = f"{rng.randint(0, 40)}.{rng.randint(0, 9)}"
         yield rng.choice([
             f"{video} {frame}: {colour} {shape} ({x},{y}) {rng.choice(QUALITIES)}, "
-            f"{step} {rng.choice(DIRECTIONS)} since {max(1, frame - 13)}.",
+            f"{step} {rng.choice(directions)} since {max(1, frame - 13)}.",
             f"{video}: frame {frame} is {rng.choice(QUALITIES)}; zoom in to confirm. "
             f"Next: scan {video} between the frames seen.",
-            f"{video}: from frame {frame} to {frame + 3} it moves {step} px {rng.choice(DIRECTIONS)}; "
+            f"{video}: from frame {frame} to {frame + 3} it moves {step} px {rng.choice(directions)}; "
             f"frames {frame}-{frame + 2} stay in place where it should move.",
             f"TA: only {video} faulty -> {'B' if video == 'A' else 'A'}. VQ: neither faulty -> tie. "
             f"Overall: A wins {rng.randint(0, 3)}, B wins {rng.randint(0, 3)}, {rng.choice(VERDICTS)}.",

@@ -46,6 +46,7 @@ class Trajectory:
     end_reason: str = ""
     valid_calls: int = 0
     invalid_calls: int = 0
+    tool_failures: int = 0  # valid calls whose frames could not be decoded
     frames_fetched: int = 0
     turns_over_budget: int = 0
     messages: List[dict] = field(default_factory=list)  # the full record, for reports

@@ -52,9 +52,10 @@ class HFEngine:
         if not self._pending:
             return []
         sampling = self._pending[0][2]
-        batch = [r for r in self._pending if r[2] == sampling][:max_batch]
-        taken = {id(r) for r in batch}
-        self._pending = [r for r in self._pending if id(r) not in taken]
+        batch, rest = [], []
+        for request in self._pending:
+            (batch if request[2] == sampling and len(batch) < max_batch else rest).append(request)
+        self._pending = rest
         generations = self.generate([prompt for _, prompt, _ in batch], sampling)
         return [(key, gen) for (key, _, _), gen in zip(batch, generations)]
 
