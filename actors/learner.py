@@ -87,6 +87,7 @@ class LearnerWorker:
         self.cache = FrameCache(256 << 20)
         self.engine = None
         self.version = 0
+        self.transfer = None  # (host, port, group) of the weight-transfer group hosted here
 
     def address(self) -> tuple:
         """This node's IP and a free port, for rank 0 to host the rendezvous."""
@@ -206,6 +207,34 @@ class LearnerWorker:
                 return None
             return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
+    def send_weights(self, host: str, port: int, world_size: int, timeout_s: float) -> float:
+        """Broadcast the weights to the rollout engines over the transfer group hosted by rank 0
+        at `host:port` (every rank takes part in the ZeRO-3 gather); returns rank 0's seconds."""
+        from vrt_ray.weight_transport import open_group, send_state
+
+        state = self.weights(rank0_only=True)
+        if state is None:
+            return 0.0
+        started = time.perf_counter()
+        if self.transfer is None or self.transfer[:2] != (host, port):
+            self.transfer = (host, port, open_group(host, port, 0, world_size, timeout_s))
+        send_state(self.transfer[2], state)
+        return time.perf_counter() - started
+
+    def save_state(self, out: str) -> None:
+        """Every rank writes its part of the DeepSpeed state (weights, optimizer, scheduler)
+        under `out`."""
+        self.engine.save_checkpoint(out, tag="state", client_state={"version": self.version},
+                                    save_latest=False)
+
+    def load_state(self, path: str) -> int:
+        """Restore what `save_state` wrote; returns the policy version it had."""
+        loaded, client = self.engine.load_checkpoint(path, tag="state")
+        if loaded is None:
+            raise FileNotFoundError(f"{path}: no learner state to resume from")
+        self.version = int(client["version"])
+        return self.version
+
     def save(self, out: str) -> Optional[str]:
         """Rank 0 writes a Hugging Face directory (policy + processor) to a temporary path beside
         `out`, then renames it into place."""
@@ -274,10 +303,30 @@ class LearnerGroup:
         return out
 
     def weights(self) -> Dict[str, "torch.Tensor"]:
-        return _gather([w.weights.remote() for w in self.workers])[0]
+        return ray.get(self.weights_ref())
+
+    def weights_ref(self) -> "ray.ObjectRef":
+        """The full state dict in the object store (rank 0's; every rank joined the gather)."""
+        refs = [w.weights.remote() for w in self.workers]
+        _gather(refs)
+        return refs[0]
+
+    def transfer_address(self) -> tuple:
+        """Where rank 0 can host a weight-transfer group: its node IP and a free port."""
+        return ray.get(self.workers[0].address.remote())
+
+    def send_weights(self, host: str, port: int, world_size: int, timeout_s: float) -> list:
+        """Start the broadcast on every rank; the receivers must join it (refs returned)."""
+        return [w.send_weights.remote(host, port, world_size, timeout_s) for w in self.workers]
 
     def save(self, out: str) -> str:
         return _gather([w.save.remote(out) for w in self.workers])[0]
+
+    def save_state(self, out: str) -> None:
+        _gather([w.save_state.remote(out) for w in self.workers])
+
+    def load_state(self, path: str) -> int:
+        return _gather([w.load_state.remote(path) for w in self.workers])[0]
 
     def version(self) -> int:
         return ray.get(self.workers[0].get_version.remote())

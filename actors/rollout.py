@@ -9,41 +9,68 @@ import ray
 
 @ray.remote
 class RolloutWorker:
-    def __init__(self, cfg: dict, model_dir: str, seed: int = 0):
+    def __init__(self, cfg: dict, model_dir: str, seed: int = 0, policy_version: int = 0):
         from omegaconf import OmegaConf
 
+        from vrt_ray.frame_cache import default_cache
         from vrt_ray.judge import Judge
 
         self.cfg = OmegaConf.create(cfg)
         self.judge = Judge.load(model_dir, self.cfg)
         self.judge.engine.generator_seed = seed
+        self.judge.engine.policy_version = policy_version
+        self.cache = default_cache(self.cfg.video.cache_mb * 2**20)
+        self.frame_counts: Dict[str, int] = {}
+        self.transfer = None  # (host, port, group) of the weight-transfer group joined
 
     def policy_version(self) -> int:
         return self.judge.engine.policy_version
 
-    def run(self, jobs: Sequence[dict], temperature: float) -> List[dict]:
-        """Episodes for `jobs` ({pair_id, prompt, videos, num_frames, sample_index}) as
-        trajectory dicts, in job order."""
+    def run(self, jobs: Sequence[dict], temperature: float) -> dict:
+        """Episodes for `jobs` ({pair_id, prompt, videos, sample_index}, optionally num_frames):
+        {"trajectories": trajectory dicts in job order, "timings": seconds preparing prompts,
+        generating and running tools}. A pair whose video cannot be opened yields trajectories
+        that end before their first turn, saying why."""
         from vrt_ray.engines.base import SamplingParams
         from vrt_ray.episodes import EpisodeJob, run_episodes
-        from vrt_ray.frame_cache import default_cache
         from vrt_ray.model_inputs import PixelBudget
         from vrt_ray.preset import load_preset
         from vrt_ray.protocol import Budgets, EpisodeInput
 
         cfg = self.cfg
         episode_jobs = [EpisodeJob(EpisodeInput(j["pair_id"], j["prompt"], j["videos"],
-                                                j["num_frames"]), j["sample_index"]) for j in jobs]
+                                                j.get("num_frames") or self._counts(j["videos"])),
+                                   j["sample_index"]) for j in jobs]
         sampling = SamplingParams(temperature=temperature, top_p=cfg.rollout.sampling.top_p,
                                   top_k=cfg.rollout.sampling.top_k,
                                   max_new_tokens=cfg.protocol.max_new_tokens)
+        timings: Dict[str, float] = {}
         trajectories = run_episodes(
             self.judge.engine, episode_jobs, load_preset(cfg.protocol.preset),
             Budgets.from_config(cfg.protocol), sampling,
             PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend),
             max_batch=cfg.rollout.max_batch, max_context_tokens=cfg.protocol.max_context_tokens,
-            cache=default_cache(cfg.video.cache_mb * 2**20))
-        return [t.to_dict() for t in trajectories]
+            cache=self.cache, timings=timings)
+        return {"trajectories": [t.to_dict() for t in trajectories], "timings": timings}
+
+    def _counts(self, videos: Dict[str, str]) -> Dict[str, int]:
+        """Frame counts, read once per file by this worker; an unreadable file counts 1 frame
+        (its episodes then end on the initial view with the reader's error)."""
+        from vrt_ray.video import VideoError, open_video
+
+        for path in videos.values():
+            if path not in self.frame_counts:
+                try:
+                    with open_video(path, backend=self.cfg.video.backend) as reader:
+                        self.frame_counts[path] = reader.info.num_frames
+                except VideoError:
+                    return {name: 1 for name in videos}
+        return {name: self.frame_counts[path] for name, path in videos.items()}
+
+    def cache_stats(self) -> dict:
+        c = self.cache
+        return {"hits": c.hits, "misses": c.misses, "decoded_frames": c.decoded_frames,
+                "decoded_by_file": dict(c.decoded_by_file)}
 
     def load_weights(self, state_dict: Dict, version: int) -> int:
         """Load the learner's weights in place (no engine re-creation); returns the version."""
@@ -53,3 +80,14 @@ class RolloutWorker:
             raise ValueError(f"unexpected weights: {sorted(unexpected)[:5]}")
         self.judge.engine.policy_version = version
         return version
+
+    def receive_weights(self, host: str, port: int, rank: int, world_size: int, version: int,
+                        timeout_s: float) -> int:
+        """Join (once per group address) the learner's weight-transfer group and load the
+        weights rank 0 broadcasts; returns the version."""
+        from vrt_ray.weight_transport import open_group, receive_state
+
+        if self.transfer is None or self.transfer[:2] != (host, port):
+            self.transfer = (host, port, open_group(host, port, rank, world_size, timeout_s))
+        model = self.judge.engine.model
+        return self.load_weights(receive_state(self.transfer[2], model.state_dict()), version)

@@ -39,15 +39,17 @@ def jobs(tmp_path_factory):
 def test_rollout_worker_runs_episodes_and_loads_weights_in_place(ray_local, cfg, jobs, tiny_model_dir):
     worker = RolloutWorker.options(num_cpus=0.5).remote(cfg, str(tiny_model_dir))
     assert ray.get(worker.policy_version.remote()) == 0
-    first = ray.get(worker.run.remote(jobs, 0.0))
+    answer = ray.get(worker.run.remote(jobs, 0.0))
+    first = answer["trajectories"]
+    assert answer["timings"]["generate_s"] > 0
     assert [t["sample_index"] for t in first] == [0, 1, 2]
     assert all(t["policy_version"] == 0 and t["turns"] for t in first)
-    json.dumps(first)  # plain data: it crosses process boundaries as is
+    json.dumps(answer)  # plain data: it crosses process boundaries as is
     from vrt_ray.models import load_policy
 
     changed = {k: v * 1.5 for k, v in load_policy(tiny_model_dir).state_dict().items()}
     assert ray.get(worker.load_weights.remote(changed, 1)) == 1
-    second = ray.get(worker.run.remote(jobs[:1], 0.0))
+    second = ray.get(worker.run.remote(jobs[:1], 0.0))["trajectories"]
     assert second[0]["policy_version"] == 1
     before = first[0]["turns"][0]["logprobs"]
     after = second[0]["turns"][0]["logprobs"]
@@ -74,7 +76,7 @@ def test_reference_scores_action_tokens_as_the_engine_did(ray_local, cfg, jobs, 
     from vrt_ray.trajectory import Trajectory
 
     worker = RolloutWorker.options(num_cpus=0.5).remote(cfg, str(tiny_model_dir))
-    trajectory = Trajectory.from_dict(ray.get(worker.run.remote(jobs[:1], 1.0))[0])
+    trajectory = Trajectory.from_dict(ray.get(worker.run.remote(jobs[:1], 1.0))["trajectories"][0])
     reference = ReferencePolicy.options(num_cpus=0.5).remote(
         str(tiny_model_dir), cfg["video"]["min_pixels"], cfg["video"]["max_pixels"])
     items = train_sequences(trajectory)

@@ -8,7 +8,7 @@ very array stored.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -31,6 +31,7 @@ class FrameCache:
         self.hits = 0  # requested frames served from the cache
         self.misses = 0  # requested frames not in the cache
         self.decoded_frames = 0  # frames decoded from files to serve misses
+        self.decoded_by_file: Counter = Counter()  # resolved path -> frames decoded from it
         self._entries: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
         self._lock = threading.Lock()
 
@@ -70,6 +71,7 @@ class FrameCache:
                 frames = [resize_to_budget(frame, *budget) for frame in frames]
             with self._lock:
                 self.decoded_frames += len(frames)
+                self.decoded_by_file[file_key[0]] += len(frames)
                 for index, frame in zip(missing, frames):
                     frame.flags.writeable = False
                     found[index] = frame
