@@ -16,9 +16,7 @@ class RolloutWorker:
         from vrt_ray.judge import Judge
 
         self.cfg = OmegaConf.create(cfg)
-        self.judge = Judge.load(model_dir, self.cfg)
-        self.judge.engine.generator_seed = seed
-        self.judge.engine.policy_version = policy_version
+        self.judge = Judge.load(model_dir, self.cfg, seed=seed, policy_version=policy_version)
         self.cache = default_cache(self.cfg.video.cache_mb * 2**20)
         self.frame_counts: Dict[str, int] = {}
         self.transfer = None  # (host, port, group) of the weight-transfer group joined
@@ -74,11 +72,7 @@ class RolloutWorker:
 
     def load_weights(self, state_dict: Dict, version: int) -> int:
         """Load the learner's weights in place (no engine re-creation); returns the version."""
-        model = self.judge.engine.model
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
-        if unexpected:
-            raise ValueError(f"unexpected weights: {sorted(unexpected)[:5]}")
-        self.judge.engine.policy_version = version
+        self.judge.engine.update_weights(state_dict.items(), version)
         return version
 
     def receive_weights(self, host: str, port: int, rank: int, world_size: int, version: int,
@@ -89,5 +83,4 @@ class RolloutWorker:
 
         if self.transfer is None or self.transfer[:2] != (host, port):
             self.transfer = (host, port, open_group(host, port, rank, world_size, timeout_s))
-        model = self.judge.engine.model
-        return self.load_weights(receive_state(self.transfer[2], model.state_dict()), version)
+        return self.load_weights(receive_state(self.transfer[2]), version)

@@ -105,6 +105,24 @@ def test_a_hung_worker_is_treated_as_dead(run):
     assert run.rollouts.ready() == [run.state.policy_version] * 2
 
 
+def _engine_weights(worker):
+    return ray.get(worker.__ray_call__.remote(
+        lambda self: {k: v.clone() for k, v in self.judge.engine.model.state_dict().items()}))
+
+
+def test_gloo_sync_after_a_restart_gives_every_worker_the_learners_weights(run):
+    learner = run.learners.weights()
+    version = run.state.policy_version + 7  # a new label for the same weights
+    for label in (version, version + 1):  # the second sync reuses the transfer group
+        seconds = run.rollouts.sync(run.learners, label, "gloo")
+        assert seconds > 0 and run.rollouts.ready() == [label] * 2
+    assert run.rollouts.transfer is not None
+    for worker in run.rollouts.workers:
+        got = _engine_weights(worker)
+        assert all(torch.equal(got[k], learner[k]) for k in learner)
+    run.rollouts.sync(run.learners, run.state.policy_version, "object_store")
+
+
 def test_resume_continues_at_the_saved_step_and_data_position(run, workdir):
     run.checkpoint()
     saved = checkpoints.read_state(checkpoints.latest(workdir / "ckpt"))

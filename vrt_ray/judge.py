@@ -7,12 +7,11 @@ from typing import Dict, Optional
 
 from omegaconf import DictConfig
 
-from vrt_ray.engines.base import SamplingParams
-from vrt_ray.engines.hf import HFEngine
+from vrt_ray.engines.base import Engine, SamplingParams
+from vrt_ray.engines.factory import build_engine
 from vrt_ray.episodes import EpisodeJob, run_episodes
 from vrt_ray.frame_cache import default_cache
 from vrt_ray.model_inputs import PixelBudget
-from vrt_ray.models import load_policy, load_processor
 from vrt_ray.preset import load_preset
 from vrt_ray.protocol import Budgets, EpisodeInput
 from vrt_ray.trajectory import Trajectory
@@ -23,14 +22,15 @@ from vrt_ray.video import open_video
 class Judge:
     """A loaded judge: policy, processor, preset and budgets from a run config."""
 
-    engine: HFEngine
+    engine: Engine
     cfg: DictConfig
 
     @classmethod
-    def load(cls, model_dir: str, cfg: DictConfig) -> "Judge":
-        processor = load_processor(model_dir, cfg.video.min_pixels, cfg.video.max_pixels)
-        model = load_policy(model_dir, cfg.model.dtype, cfg.model.attn_implementation)
-        return cls(HFEngine(model, processor, seed=cfg.seed), cfg)
+    def load(cls, model_dir: str, cfg: DictConfig, seed: Optional[int] = None,
+             policy_version: int = 0) -> "Judge":
+        """The engine of `rollout.engine` over `model_dir`."""
+        return cls(build_engine(model_dir, cfg, cfg.seed if seed is None else seed,
+                                policy_version), cfg)
 
     def judge(self, prompt: str, video_a: str, video_b: str, pair_id: str = "judge",
               temperature: float = 0.0) -> Trajectory:

@@ -1,10 +1,12 @@
 """Weight transfer from learner rank 0 to the rollout engines over a gloo group of their own
-(DESIGN.md §3 step 8, CPU path): a TCP store hosted by the sender, then the state dict broadcast
-in flat buckets. Receivers hold the same architecture, so they plan the same buckets from their
-own state dict and no shapes travel. The learner's DeepSpeed process group is not involved.
+(DESIGN.md §3 step 8, CPU path): a TCP store hosted by the sender, a header naming every tensor
+(name, shape, dtype), then the tensors broadcast in flat same-dtype buckets. Receivers need no
+copy of the weights' layout (a vLLM engine holds its own), only the header. The learner's
+DeepSpeed process group is not involved.
 """
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Dict, Iterator, List, Mapping, Tuple
 
@@ -41,7 +43,11 @@ def buckets(state: Mapping[str, torch.Tensor], max_bytes: int = BUCKET_BYTES
 
 def send_state(group: dist.ProcessGroupGloo, state: Mapping[str, torch.Tensor],
                max_bytes: int = BUCKET_BYTES) -> int:
-    """Broadcast `state` from rank 0; returns the bytes sent."""
+    """Broadcast `state` from rank 0; returns the tensor bytes sent."""
+    header = [[name, list(t.shape), str(t.dtype).removeprefix("torch.")] for name, t in state.items()]
+    payload = torch.frombuffer(bytearray(json.dumps(header).encode()), dtype=torch.uint8)
+    _broadcast(group, torch.tensor([payload.numel()], dtype=torch.int64))
+    _broadcast(group, payload)
     sent = 0
     for bucket in buckets(state, max_bytes):
         flat = torch.cat([t.detach().reshape(-1).cpu() for _, t in bucket])
@@ -50,11 +56,17 @@ def send_state(group: dist.ProcessGroupGloo, state: Mapping[str, torch.Tensor],
     return sent
 
 
-def receive_state(group: dist.ProcessGroupGloo, like: Mapping[str, torch.Tensor],
-                  max_bytes: int = BUCKET_BYTES) -> Dict[str, torch.Tensor]:
-    """The state broadcast by rank 0, shaped as `like` (the receiver's own state dict)."""
+def receive_state(group: dist.ProcessGroupGloo, max_bytes: int = BUCKET_BYTES
+                  ) -> Dict[str, torch.Tensor]:
+    """The state dict rank 0 broadcasts, in its order."""
+    length = torch.zeros(1, dtype=torch.int64)
+    _broadcast(group, length)
+    payload = torch.empty(int(length), dtype=torch.uint8)
+    _broadcast(group, payload)
+    layout = {name: torch.empty(shape, dtype=getattr(torch, dtype), device="meta")
+              for name, shape, dtype in json.loads(bytes(payload.tolist()).decode())}
     out: Dict[str, torch.Tensor] = {}
-    for bucket in buckets(like, max_bytes):
+    for bucket in buckets(layout, max_bytes):
         flat = torch.empty(sum(t.numel() for _, t in bucket), dtype=bucket[0][1].dtype)
         _broadcast(group, flat)
         offset = 0

@@ -44,6 +44,13 @@ class HFEngine:
         self.policy_version = policy_version
         self._pending: List[Tuple[Hashable, Prompt, SamplingParams]] = []
 
+    def update_weights(self, named_tensors, version: int) -> None:
+        """Load (name, tensor) pairs of the policy's state dict in place; new policy version."""
+        missing, unexpected = self.model.load_state_dict(dict(named_tensors), strict=False)
+        if unexpected:
+            raise ValueError(f"unexpected weights: {sorted(unexpected)[:5]}")
+        self.policy_version = version
+
     def submit(self, key: Hashable, prompt: Prompt, sampling: SamplingParams) -> None:
         self._pending.append((key, prompt, sampling))
 
