@@ -34,3 +34,21 @@ def labels(seq: PackedSequence) -> List[int]:
     """Next-token labels: the token id on generated (assistant) positions, IGNORE elsewhere, so
     system, user, tool-result, stub and image tokens never carry a label."""
     return [t if a else IGNORE for t, a in zip(seq.input_ids, seq.action_mask)]
+
+
+class TraceError(ValueError):
+    """A teacher trace that cannot be replayed under the run's protocol settings."""
+
+
+def check_initial_view(trajectory: Trajectory, trace: dict) -> None:
+    """The replay must show the frames the teacher saw first: a trace written for other
+    `protocol.initial_frames` would teach sentences about frames the student never sees."""
+    shown: dict = {}
+    for _, refs in (trajectory.turns[0].visuals if trajectory.turns else []):
+        for ref in refs:
+            shown.setdefault(ref.video, []).append(ref.index)
+    expected = {video: list(frames) for video, frames in trace.get("initial", {}).items()}
+    if expected and shown != expected:
+        raise TraceError(f"trace {trace['pair_id']}: its initial view {expected} differs from the "
+                         f"replay's {shown}; generate the traces with the run's "
+                         f"protocol.initial_frames")

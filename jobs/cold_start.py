@@ -1,0 +1,136 @@
+"""`vrt-ray cold-start CONFIG [key=value ...]`: multi-turn SFT on the teacher traces
+(`cold_start.traces` under `data.dir`) through the learner group.
+
+Every trace is replayed through the protocol (`vrt_ray/sft.py`), so each assistant turn is
+trained under the context the model sees at inference: the visual memory window applied, tool
+results with their frames, turns packed where nothing was dropped (DESIGN.md §3), labels on
+assistant tokens only. Traces of the `train` split train; `val` traces (or, without any,
+`cold_start.eval_fraction` of the train traces) give the held-out loss after each epoch.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from actors.learner import LearnerGroup
+from jobs.grpo import start_ray
+from vrt_ray.data.loaders import load_pairs
+from vrt_ray.errors import VrtError
+from vrt_ray.frame_cache import FrameCache
+from vrt_ray.judge import frame_counts
+from vrt_ray.learner_core import TrainSequence, train_sequences
+from vrt_ray.model_inputs import PixelBudget
+from vrt_ray.models import load_processor
+from vrt_ray.preset import load_preset
+from vrt_ray.protocol import Budgets
+from vrt_ray.sft import check_initial_view, trace_trajectory
+from vrt_ray.tracking import Tracker
+
+
+def read_traces(cfg: DictConfig) -> List[dict]:
+    path = Path(cfg.data.dir) / cfg.cold_start.traces
+    if not path.is_file():
+        raise VrtError(f"{path}: no such traces file (make one with `vrt-ray data synth`)")
+    with path.open() as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def split_traces(traces: List[dict], eval_fraction: float, seed: int) -> Tuple[list, list]:
+    """(train, held-out): the `val` split when there is one, else a seeded share of `train`."""
+    train = [t for t in traces if t.get("split", "train") == "train"]
+    held_out = [t for t in traces if t.get("split") == "val"]
+    if not held_out and eval_fraction > 0 and len(train) > 1:
+        train = random.Random(seed).sample(train, len(train))
+        cut = max(1, int(len(train) * eval_fraction))
+        held_out, train = train[:cut], train[cut:]
+    if not train:
+        raise VrtError("no train-split traces to fine-tune on")
+    return train, held_out
+
+
+def trace_samples(cfg: DictConfig, model_dir: str, traces: List[dict]) -> List[List[TrainSequence]]:
+    """Each trace's training sequences, replayed under the run's protocol settings."""
+    pairs = {}
+    for split in (cfg.data.train, cfg.data.val):
+        path = Path(cfg.data.dir) / split
+        if path.is_file():
+            pairs.update((p.id, p) for p in load_pairs(path, cfg.data.format,
+                                                       cfg.data.video_root or None).pairs)
+    processor = load_processor(model_dir, cfg.video.min_pixels, cfg.video.max_pixels)
+    preset, budgets = load_preset(cfg.protocol.preset), Budgets.from_config(cfg.protocol)
+    pixels = PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend)
+    cache = FrameCache(cfg.video.cache_mb << 20)
+    samples = []
+    for trace in tqdm(traces, desc="replaying traces", unit="trace"):
+        pair = pairs.get(trace["pair_id"])
+        if pair is None:
+            raise VrtError(f"trace {trace['pair_id']}: no such pair in {cfg.data.dir}")
+        videos = {"A": pair.video_a, "B": pair.video_b}
+        trajectory = trace_trajectory(processor, pair, videos,
+                                      frame_counts(videos, cfg.video.backend), trace, preset,
+                                      budgets, pixels, cache)
+        check_initial_view(trajectory, trace)
+        samples.append(train_sequences(trajectory))
+    return samples
+
+
+def held_out_loss(learners: LearnerGroup, items: List[TrainSequence]) -> float:
+    """Mean negative log-likelihood per assistant token."""
+    values = learners.logprobs(items)
+    total = count = 0
+    for item, logprobs in zip(items, values):
+        for masked, lp in zip(item.seq.action_mask, logprobs):
+            if masked:
+                total, count = total - lp, count + 1
+    return total / max(count, 1)
+
+
+def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = None) -> Dict:
+    """Fine-tune `model_dir` (default `model.path`) on the traces; writes the policy to `out`
+    (default `<output_dir>/cold_start`) and returns a summary."""
+    c = cfg.cold_start
+    model_dir = model_dir or cfg.model.path
+    out = out or str(Path(cfg.output_dir) / "cold_start")
+    train, held_out = split_traces(read_traces(cfg), c.eval_fraction, cfg.seed)
+    train_samples = trace_samples(cfg, model_dir, train)
+    eval_items = [s for sample in trace_samples(cfg, model_dir, held_out) for s in sample]
+    steps_per_epoch = math.ceil(len(train_samples) / c.batch_size)
+    start_ray(cfg)
+    tracker = Tracker(cfg, run_name=f"{cfg.name}-cold-start")
+    pixels = PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend)
+    learners = LearnerGroup(cfg.learner, model_dir, total_steps=c.epochs * steps_per_epoch,
+                            pixels=pixels, lr=c.lr)
+    status, step, losses = "FAILED", 0, []
+    try:
+        if eval_items:
+            losses.append(held_out_loss(learners, eval_items))
+            tracker.log_metrics({"eval/loss": losses[-1], "epoch": 0}, step)
+        bar = tqdm(total=c.epochs * steps_per_epoch, desc="cold start", unit="step")
+        for epoch in range(c.epochs):
+            order = random.Random(cfg.seed + epoch).sample(range(len(train_samples)),
+                                                           len(train_samples))
+            for i in range(0, len(order), c.batch_size):
+                items = [s for j in order[i:i + c.batch_size] for s in train_samples[j]]
+                metrics = learners.train_sft(items)
+                step += 1
+                tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step)
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", epoch=epoch + 1)
+            if eval_items:
+                losses.append(held_out_loss(learners, eval_items))
+                tracker.log_metrics({"eval/loss": losses[-1], "epoch": epoch + 1}, step)
+        bar.close()
+        learners.save(out)
+        status = "FINISHED"
+    finally:
+        tracker.finish(status)
+        learners.shutdown()
+    return {"model": out, "steps": step, "train_traces": len(train_samples),
+            "held_out_traces": len(held_out), "eval_loss": losses,  # before, then per epoch
+            "tracking_run_id": tracker.run_id}
