@@ -22,3 +22,36 @@ class ScriptedTurns:
         forced = torch.full_like(scores, float("-inf"))
         forced[:, script[min(step, len(script) - 1)]] = 0.0
         return forced
+
+
+class ScriptedByPrompt:
+    """A logits processor that makes each episode of a batch write its own turns: the episode
+    is the one whose context contains a key of `scripts` (e.g. its prompt), its turn the number
+    of assistant turns already in that context; past the last text it repeats the last."""
+
+    def __init__(self, tokenizer, scripts):
+        end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.tokenizer = tokenizer
+        self.scripts = {key: [tokenizer.encode(t, add_special_tokens=False) + [end] for t in texts]
+                        for key, texts in scripts.items()}
+        self.rows, self.start, self.last = [], 0, None
+
+    def _script(self, ids):
+        text = self.tokenizer.decode(ids)
+        keys = [key for key in self.scripts if key in text]
+        assert len(keys) == 1, f"context matches scripts {keys}"
+        turns = self.scripts[keys[0]]
+        return turns[min(text.count("<|im_start|>assistant") - 1, len(turns) - 1)]
+
+    def __call__(self, input_ids, scores):
+        last = self.last
+        if last is None or input_ids.shape[1] != last.shape[1] + 1 \
+                or not torch.equal(input_ids[:, :-1], last):  # a new generate call
+            self.start = input_ids.shape[1]
+            self.rows = [self._script(row.tolist()) for row in input_ids]
+        self.last = input_ids.clone()
+        step = input_ids.shape[1] - self.start
+        forced = torch.full_like(scores, float("-inf"))
+        for row, script in enumerate(self.rows):
+            forced[row, script[min(step, len(script) - 1)]] = 0.0
+        return forced

@@ -210,6 +210,7 @@ class GRPOConfig:
 class EvalConfig:
     data: str = ""  # a benchmark file; empty: data.dir / data.test
     format: Literal["jsonl", "videogen-rewardbench", "genai-bench", "mjbench-video"] = "jsonl"
+    video_root: str = ""  # the benchmark's relative video paths resolve here; empty: its folder
     batch_size: int = _ge(8, 1)
     html_samples: int = _ge(8, 0)  # traces shown in the HTML report
     length_buckets: List[int] = field(default_factory=lambda: [64])  # frame-count edges
