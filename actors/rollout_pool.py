@@ -66,7 +66,8 @@ class RolloutPool:
 
     # -- rollouts -------------------------------------------------------------------------
     def submit(self, pairs: Sequence[dict], group_size: int, temperature: float) -> PendingRollout:
-        """Start `group_size` episodes of each pair ({pair_id, prompt, videos}); pair i of the
+        """Start `group_size` episodes of each pair ({pair_id, prompt, videos}, optionally
+        num_frames: else the worker reads them); pair i of the
         batch goes to worker i mod N. A pair named twice (a batch across an epoch boundary of a
         small dataset) gets sample indices after its first group's: one group of 2G."""
         by_worker: Dict[int, List[dict]] = {}
@@ -78,7 +79,8 @@ class RolloutPool:
             for k in range(first, first + group_size):
                 by_worker.setdefault(i % len(self.workers), []).append(
                     {"pair_id": pair["pair_id"], "prompt": pair["prompt"],
-                     "videos": pair["videos"], "sample_index": k})
+                     "videos": pair["videos"], "num_frames": pair.get("num_frames"),
+                     "sample_index": k})
                 order.append((pair["pair_id"], k))
         pending = PendingRollout(order, temperature)
         for w, jobs in by_worker.items():

@@ -80,8 +80,8 @@ class EvalRun:
     def episodes(self) -> List[dict]:
         """One greedy trajectory per loaded pair, in file order; `eval.batch_size` pairs per
         submission, the next one submitted before waiting for the current one."""
-        pairs = [{"pair_id": p.id, "prompt": p.prompt, "videos": {"A": p.video_a, "B": p.video_b}}
-                 for p in self.report.pairs]
+        pairs = [{"pair_id": p.id, "prompt": p.prompt, "videos": {"A": p.video_a, "B": p.video_b},
+                  "num_frames": self.frames[p.id]} for p in self.report.pairs]
         size = self.cfg.eval.batch_size
         chunks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
         out: List[dict] = []
