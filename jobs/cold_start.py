@@ -31,6 +31,7 @@ from vrt_ray.preset import load_preset
 from vrt_ray.protocol import Budgets
 from vrt_ray.sft import check_initial_view, trace_trajectory
 from vrt_ray.tracking import Tracker
+from vrt_ray.trajectory import Trajectory
 
 
 def read_traces(cfg: DictConfig) -> List[dict]:
@@ -54,8 +55,8 @@ def split_traces(traces: List[dict], eval_fraction: float, seed: int) -> Tuple[l
     return train, held_out
 
 
-def trace_samples(cfg: DictConfig, model_dir: str, traces: List[dict]) -> List[List[TrainSequence]]:
-    """Each trace's training sequences, replayed under the run's protocol settings."""
+def trace_trajectories(cfg: DictConfig, model_dir: str, traces: List[dict]) -> List[Trajectory]:
+    """Each trace replayed under the run's protocol settings: the contexts an engine would see."""
     pairs = {}
     for split in (cfg.data.train, cfg.data.val):
         path = Path(cfg.data.dir) / split
@@ -76,8 +77,13 @@ def trace_samples(cfg: DictConfig, model_dir: str, traces: List[dict]) -> List[L
                                       frame_counts(videos, cfg.video.backend), trace, preset,
                                       budgets, pixels, cache)
         check_initial_view(trajectory, trace)
-        samples.append(train_sequences(trajectory))
+        samples.append(trajectory)
     return samples
+
+
+def trace_samples(cfg: DictConfig, model_dir: str, traces: List[dict]) -> List[List[TrainSequence]]:
+    """Each trace's training sequences (packed where DESIGN.md §3 allows)."""
+    return [train_sequences(t) for t in trace_trajectories(cfg, model_dir, traces)]
 
 
 def held_out_loss(learners: LearnerGroup, items: List[TrainSequence]) -> float:

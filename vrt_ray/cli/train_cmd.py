@@ -1,32 +1,41 @@
-"""`vrt-ray cold-start`, `vrt-ray grpo`: the training stages run as Ray jobs."""
+"""`vrt-ray warmup`, `vrt-ray cold-start`, `vrt-ray grpo`: the training stages as Ray jobs."""
 from __future__ import annotations
 
 import argparse
 
 
+def _stage(commands, name: str, help: str, description: str, handler, model_out: bool = True):
+    parser = commands.add_parser(name, help=help, description=description)
+    parser.add_argument("config", metavar="CONFIG",
+                        help="run config (YAML path or name under configs/, e.g. tiny_cpu)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    if model_out:
+        parser.add_argument("--model", metavar="DIR",
+                            help="start from this checkpoint (default model.path)")
+        parser.add_argument("--out", metavar="DIR", help="where the trained policy goes "
+                                                         f"(default <output_dir>/{name.replace('-', '_')})")
+    parser.set_defaults(handler=handler)
+    return parser
+
+
 def register(commands: argparse._SubParsersAction) -> None:
-    grpo = commands.add_parser(
-        "grpo", help="GRPO on Ray: rollout workers, reference, verifier, DeepSpeed learners",
-        description="Run GRPO steps (DESIGN.md §3) with the actors the config describes; "
-                    "metrics go to MLflow, checkpoints to checkpointing.dir.")
-    grpo.add_argument("config", metavar="CONFIG",
-                      help="run config (YAML path or name under configs/, e.g. tiny_cpu)")
-    grpo.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    _stage(commands, "warmup", "perception warm-up of a tiny base model on frame captions",
+           "SFT on the synthetic frame captions of the training videos (DESIGN.md §12), so a "
+           "tiny base can see before it learns to judge; held-out caption loss before/after.",
+           _warmup)
+    _stage(commands, "cold-start", "multi-turn SFT on the teacher traces through the learner group",
+           "Replay every teacher trace through the protocol and fine-tune on its assistant "
+           "turns (labels on assistant tokens only); held-out loss per epoch.", _cold_start)
+    _stage(commands, "rft", "rejection-sampling fine-tuning on the policy's own correct episodes",
+           "Sample rft.samples_per_pair episodes per training pair, keep those the verifier "
+           "marks all-correct (deduplicated), fine-tune on them; keep rates per dimension.",
+           _rft)
+    grpo = _stage(commands, "grpo",
+                  "GRPO on Ray: rollout workers, reference, verifier, DeepSpeed learners",
+                  "Run GRPO steps (DESIGN.md §3) with the actors the config describes; metrics "
+                  "go to MLflow, checkpoints to checkpointing.dir.", _grpo, model_out=False)
     grpo.add_argument("--resume", action="store_true",
                       help="continue from the latest checkpoint in checkpointing.dir")
-    grpo.set_defaults(handler=_grpo)
-
-    cold = commands.add_parser(
-        "cold-start", help="multi-turn SFT on the teacher traces through the learner group",
-        description="Replay every teacher trace through the protocol and fine-tune on its "
-                    "assistant turns (labels on assistant tokens only); held-out loss per epoch.")
-    cold.add_argument("config", metavar="CONFIG", help="run config (YAML path or name)")
-    cold.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    cold.add_argument("--model", metavar="DIR", help="start from this checkpoint (default "
-                                                     "model.path)")
-    cold.add_argument("--out", metavar="DIR", help="where the fine-tuned policy goes (default "
-                                                   "<output_dir>/cold_start)")
-    cold.set_defaults(handler=_cold_start)
 
 
 def _load(args: argparse.Namespace):
@@ -39,6 +48,16 @@ def _load(args: argparse.Namespace):
     return cfg
 
 
+def _warmup(args: argparse.Namespace) -> int:
+    import json
+
+    cfg = _load(args)
+    from jobs import warmup
+
+    print(json.dumps(warmup.main(cfg, args.model, args.out), indent=2))
+    return 0
+
+
 def _cold_start(args: argparse.Namespace) -> int:
     import json
 
@@ -46,6 +65,16 @@ def _cold_start(args: argparse.Namespace) -> int:
     from jobs import cold_start
 
     print(json.dumps(cold_start.main(cfg, args.model, args.out), indent=2))
+    return 0
+
+
+def _rft(args: argparse.Namespace) -> int:
+    import json
+
+    cfg = _load(args)
+    from jobs import rft
+
+    print(json.dumps(rft.main(cfg, args.model, args.out), indent=2))
     return 0
 
 

@@ -1,0 +1,81 @@
+"""`vrt-ray warmup CONFIG [key=value ...]`: the perception warm-up (DESIGN.md §12) of a tiny
+base model: SFT on the synthetic frame captions (`captions.jsonl` under `data.dir`) of the
+training pairs' videos, `warmup.steps` steps of `warmup.batch_size` captions, through the
+learner group. The captions of validation videos give a held-out loss before and after."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Dict, Optional
+
+from omegaconf import DictConfig
+from tqdm import trange
+
+from actors.learner import LearnerGroup
+from jobs.cold_start import held_out_loss
+from jobs.grpo import start_ray
+from vrt_ray.data.loaders import load_pairs
+from vrt_ray.errors import VrtError
+from vrt_ray.frame_cache import FrameCache
+from vrt_ray.model_inputs import PixelBudget
+from vrt_ray.models import load_processor
+from vrt_ray.preset import load_preset
+from vrt_ray.tracking import Tracker
+from vrt_ray.warmup import caption_sequences
+
+HELD_OUT = 64  # validation captions scored before and after
+
+
+def split_videos(cfg: DictConfig, split: str) -> set:
+    path = Path(cfg.data.dir) / split
+    if not path.is_file():
+        return set()
+    pairs = load_pairs(path, cfg.data.format, cfg.data.video_root or None).pairs
+    return {str(Path(v).resolve()) for p in pairs for v in (p.video_a, p.video_b)}
+
+
+def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = None) -> Dict:
+    """Warm up `model_dir` (default `model.path`); writes the policy to `out` (default
+    `<output_dir>/warmup`) and returns a summary."""
+    w = cfg.warmup
+    model_dir = model_dir or cfg.model.path
+    out = out or str(Path(cfg.output_dir) / "warmup")
+    data_dir = Path(cfg.data.dir)
+    captions = data_dir / "captions.jsonl"
+    if not captions.is_file():
+        raise VrtError(f"{captions}: no such file (make one with `vrt-ray data synth`)")
+    rows = [json.loads(line) for line in captions.open() if line.strip()]
+    train_videos, val_videos = split_videos(cfg, cfg.data.train), split_videos(cfg, cfg.data.val)
+    train_rows = [r for r in rows if str((data_dir / r["video"]).resolve()) in train_videos]
+    val_rows = [r for r in rows if str((data_dir / r["video"]).resolve()) in val_videos][:HELD_OUT]
+    if not train_rows:
+        raise VrtError(f"{captions}: no caption of a training video")
+    processor = load_processor(model_dir, cfg.video.min_pixels, cfg.video.max_pixels)
+    pixels = PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend)
+    preset, cache = load_preset(cfg.protocol.preset), FrameCache(cfg.video.cache_mb << 20)
+    train = caption_sequences(processor, train_rows, data_dir, preset, pixels, cache)
+    held_out = caption_sequences(processor, val_rows, data_dir, preset, pixels, cache)
+    start_ray(cfg)
+    tracker = Tracker(cfg, run_name=f"{cfg.name}-warmup")
+    learners = LearnerGroup(cfg.learner, model_dir, total_steps=w.steps, pixels=pixels, lr=w.lr)
+    rng, losses, status = random.Random(cfg.seed), [], "FAILED"
+    try:
+        if held_out:
+            losses.append(held_out_loss(learners, held_out))
+        bar = trange(w.steps, desc="warm-up", unit="step")
+        for step in bar:
+            metrics = learners.train_sft(rng.sample(train, min(w.batch_size, len(train))))
+            tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step + 1)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+        if held_out:
+            losses.append(held_out_loss(learners, held_out))
+            tracker.log_metrics({"eval/loss_before": losses[0], "eval/loss": losses[-1]}, w.steps)
+        learners.save(out)
+        status = "FINISHED"
+    finally:
+        tracker.finish(status)
+        learners.shutdown()
+    return {"model": out, "steps": w.steps, "train_captions": len(train),
+            "held_out_captions": len(held_out), "eval_loss": losses,
+            "tracking_run_id": tracker.run_id}

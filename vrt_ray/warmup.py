@@ -1,0 +1,43 @@
+"""The perception warm-up of DESIGN.md §12, as training sequences: one frame and its label in a
+user turn, the frame's caption (colour, shape, position, blur/noise) as the assistant's answer.
+It stands in for the pretraining a real Qwen2.5-VL has, so the tiny base can see before it
+learns to judge; a real checkpoint skips it (`warmup.enabled: false`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Iterable, List
+
+from vrt_ray.frame_cache import FrameCache
+from vrt_ray.learner_core import TrainSequence
+from vrt_ray.model_inputs import FrameSource, PixelBudget, processor_inputs
+from vrt_ray.preset import Preset
+from vrt_ray.protocol import FrameRef
+from vrt_ray.trajectory import Turn, to_sequences
+from vrt_ray.video import open_video
+
+INSTRUCTION = "Describe this frame: the shape, its colour and position, the background, sharpness."
+
+
+def caption_sequences(processor, rows: Iterable[dict], data_dir: str | Path, preset: Preset,
+                      pixels: PixelBudget, cache: FrameCache) -> List[TrainSequence]:
+    """One sequence per caption row ({video, frame, caption}; video relative to `data_dir`)."""
+    end_id = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    totals: Dict[str, int] = {}
+    out = []
+    for row in rows:
+        path = str(Path(data_dir) / row["video"])
+        if path not in totals:
+            with open_video(path, backend=pixels.backend) as reader:
+                totals[path] = reader.info.num_frames
+        ref = FrameRef("A", int(row["frame"]))
+        label = preset.frame_label.format(video="A", index=ref.index, total=totals[path])
+        messages = [{"role": "user", "content": [{"type": "image"},
+                                                 {"type": "text", "text": f"{label}. {INSTRUCTION}"}]}]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        visuals = [("image", (ref,))]
+        images, _ = FrameSource({"A": path}, pixels, cache).visuals(visuals)
+        prompt_ids = processor_inputs(processor, text, images, [])["input_ids"][0].tolist()
+        tokens = processor.tokenizer.encode(row["caption"], add_special_tokens=False) + [end_id]
+        (seq,) = to_sequences([Turn(prompt_ids, visuals, tokens, [], "stop")])
+        out.append(TrainSequence(seq, {"A": path}, pixels))
+    return out
