@@ -71,7 +71,11 @@ class GRPORun:
         start_ray(cfg)
         self.pairs = training_pairs(cfg)
         self.sampler = PairSampler(len(self.pairs), cfg.seed)
-        checkpoint = checkpoints.latest(cfg.checkpointing.dir) if resume else None
+        checkpoint = checkpoints.latest(cfg.checkpointing.dir)
+        if checkpoint and not resume:
+            raise VrtError(f"{cfg.checkpointing.dir} holds checkpoints of an earlier run "
+                           f"({checkpoint.name}): pass --resume to continue it, or choose "
+                           f"another checkpointing.dir")
         self.state = checkpoints.read_state(checkpoint) if checkpoint else RunState(0, 0, 0)
         policy_dir = str(checkpoint / "policy") if checkpoint else cfg.model.path
         self.tracker = Tracker(cfg, run_name=f"{cfg.name}-grpo",

@@ -222,6 +222,7 @@ class TrackingConfig:
     uri: str = "sqlite:///outputs/mlflow.db"  # MLflow tracking URI
     experiment: str = "vrt-ray"
     registered_model: str = ""  # register the final policy under this name; empty: don't
+    parent_run_id: str = ""  # nest this job's run under that one (the pipeline sets it)
 
 
 @dataclass
@@ -252,6 +253,9 @@ class CheckpointConfig:
 class RayConfig:
     address: str = ""  # empty: start a local Ray; "auto" or ray://... : join a cluster
     num_cpus: int = _ge(0, 0)  # local Ray only; 0: all cores
+
+
+TRAINING_STAGES = ("warmup", "cold_start", "rft", "grpo")  # the pipeline's order
 
 
 @dataclass

@@ -114,7 +114,7 @@ def flat_metrics(results: Mapping[str, Any]) -> Dict[str, float]:
                 for b in results.get("benchmark", []) if not math.isnan(b["accuracy"])})
     table = results["table"]
     blocks = [("accuracy", table["dimensions"])]
-    blocks += [(f"accuracy_frames_{_metric_name(b)}", rows)
+    blocks += [(f"accuracy_frames_{metric_name(b)}", rows)
                for b, rows in table.get("by_length", {}).items()]
     for prefix, rows in blocks:
         for dim, row in rows.items():
@@ -124,7 +124,7 @@ def flat_metrics(results: Mapping[str, Any]) -> Dict[str, float]:
     return out
 
 
-def _metric_name(bucket: str) -> str:
+def metric_name(bucket: str) -> str:
     """A bucket name MLflow accepts: `<64` -> `lt64`, `64+` -> `64plus`."""
     return bucket.replace("<", "lt").replace("+", "plus")
 

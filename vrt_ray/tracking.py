@@ -48,7 +48,10 @@ class Tracker:
         experiment = self.client.get_experiment_by_name(cfg.tracking.experiment)
         experiment_id = (experiment.experiment_id if experiment else
                          self.client.create_experiment(cfg.tracking.experiment))
-        self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
+        tags = ({"mlflow.parentRunId": cfg.tracking.parent_run_id}
+                if cfg.tracking.parent_run_id else None)
+        self.run_id = self.client.create_run(experiment_id, run_name=run_name,
+                                             tags=tags).info.run_id
         params = [Param(k, v[:6000]) for k, v in flatten(cfg).items()]
         for i in range(0, len(params), _PARAMS_PER_CALL):
             self.client.log_batch(self.run_id, params=params[i:i + _PARAMS_PER_CALL])

@@ -1,4 +1,4 @@
-"""`vrt-ray warmup`, `vrt-ray cold-start`, `vrt-ray grpo`: the training stages as Ray jobs."""
+"""`vrt-ray warmup | cold-start | rft | grpo | pipeline`: the training stages as Ray jobs."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +36,19 @@ def register(commands: argparse._SubParsersAction) -> None:
                   "go to MLflow, checkpoints to checkpointing.dir.", _grpo, model_out=False)
     grpo.add_argument("--resume", action="store_true",
                       help="continue from the latest checkpoint in checkpointing.dir")
+    from vrt_ray.config import TRAINING_STAGES as STAGES
+
+    pipeline = _stage(commands, "pipeline",
+                      "the whole recipe: data, tiny model, warm-up, cold start, RFT, GRPO",
+                      "Run every stage in order on one config and evaluate on the test split "
+                      "after each; prints the stage table (MLflow: a parent run, a child run "
+                      "per stage).", _pipeline, model_out=False)
+    pipeline.add_argument("--skip", nargs="+", default=[], choices=STAGES, metavar="STAGE",
+                          help=f"stages to leave out ({', '.join(STAGES)})")
+    pipeline.add_argument("--start-at", choices=STAGES, metavar="STAGE",
+                          help="begin with this stage (earlier ones are not run)")
+    pipeline.add_argument("--model", metavar="DIR",
+                          help="the checkpoint the first stage starts from (default model.path)")
 
 
 def _load(args: argparse.Namespace):
@@ -85,4 +98,12 @@ def _grpo(args: argparse.Namespace) -> int:
     state = grpo.main(cfg, resume=args.resume)
     print(f"grpo: {state.step} steps done, policy version {state.policy_version}, "
           f"checkpoints in {cfg.checkpointing.dir}")
+    return 0
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from jobs import pipeline
+
+    pipeline.main(cfg, skip=args.skip, start_at=args.start_at, model=args.model)
     return 0
