@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
@@ -21,6 +21,9 @@ from vrt_ray.config import GRPOConfig, LearnerConfig
 from vrt_ray.learner_core import (Shard, TrainSequence, grpo_loss_for, make_shards,
                                   sequence_logprobs, sft_loss_for)
 from vrt_ray.model_inputs import PixelBudget
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resolved_backend(cfg: LearnerConfig) -> str:

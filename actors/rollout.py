@@ -2,7 +2,7 @@
 executed here, between turns, through this process's frame cache) and returns trajectories."""
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import ray
 

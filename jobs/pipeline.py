@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import shutil
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
