@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -43,10 +44,12 @@ def timed(timings: Dict[str, float], stage: str):
 
 
 def start_ray(cfg: DictConfig) -> None:
+    """Join `ray.address`, or the cluster a Ray job runs on (RAY_ADDRESS), else start a local
+    Ray with `ray.num_cpus`."""
     if ray.is_initialized():
         return
-    if cfg.ray.address:
-        ray.init(address=cfg.ray.address)
+    if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=cfg.ray.address or None)
     else:
         ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=False)
 

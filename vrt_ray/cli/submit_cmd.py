@@ -1,0 +1,84 @@
+"""`vrt-ray submit`: run a stage as a Ray job on a cluster (`JobSubmissionClient`), stream its
+logs, and exit with the job's outcome."""
+from __future__ import annotations
+
+import argparse
+import shlex
+
+JOB_STAGES = ("grpo", "warmup", "cold-start", "rft", "pipeline", "evaluate")
+EXCLUDES = [".git", ".venv", ".venv-vllm", "outputs", "mlruns", ".hypothesis", ".pytest_cache",
+            "**/__pycache__", "*.egg-info"]
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    submit = commands.add_parser(
+        "submit", help="run a stage as a Ray job on a cluster and stream its logs",
+        description="Submit `vrt-ray STAGE CONFIG key=value ...` to the cluster at --address "
+                    "with this directory as the job's working dir; logs are streamed and the "
+                    "exit code is 0 when the job SUCCEEDED, 1 otherwise.")
+    submit.add_argument("--address", required=True, metavar="URL",
+                        help="the cluster's dashboard address, e.g. http://head:8265")
+    submit.add_argument("config", metavar="CONFIG", help="run config (path or name)")
+    submit.add_argument("rest", nargs="*", metavar="[STAGE] key=value",
+                        help=f"the job ({', '.join(JOB_STAGES)}; default grpo), then config "
+                             "overrides")
+    submit.add_argument("--working-dir", default=".", metavar="DIR",
+                        help="uploaded as the job's working dir (default: here; .venv, .git and "
+                             "outputs left out)")
+    submit.add_argument("--pip", nargs="*", default=[], metavar="REQ",
+                        help="extra pip requirements for the job's runtime env")
+    submit.add_argument("--no-wait", action="store_true",
+                        help="print the job id and return once it is submitted")
+    submit.set_defaults(handler=_submit)
+
+
+def split_stage(rest) -> tuple:
+    """(stage, overrides) from what follows CONFIG: a first word without `=` names the stage."""
+    if rest and "=" not in rest[0]:
+        if rest[0] not in JOB_STAGES:
+            from vrt_ray.cli import UserError
+
+            raise UserError(f"unknown stage {rest[0]!r}; expected one of {', '.join(JOB_STAGES)}")
+        return rest[0], list(rest[1:])
+    return "grpo", list(rest)
+
+
+def entrypoint(stage: str, config: str, overrides) -> str:
+    return shlex.join(["vrt-ray", stage, config, *overrides])
+
+
+def _submit(args: argparse.Namespace) -> int:
+    import asyncio
+    import sys
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from vrt_ray import config
+    from vrt_ray.cli import UserError
+
+    stage, overrides = split_stage(args.rest)
+    config.load(args.config, overrides)  # a bad key fails here, not on the cluster
+    try:
+        client = JobSubmissionClient(args.address)
+    except Exception as exc:  # connection refused, wrong URL
+        raise UserError(f"cannot reach a Ray cluster at {args.address} "
+                        f"({' '.join(str(exc).split())[:200]})") from None
+    runtime_env = {"working_dir": args.working_dir, "excludes": EXCLUDES}
+    if args.pip:
+        runtime_env["pip"] = list(args.pip)
+    job_id = client.submit_job(entrypoint=entrypoint(stage, args.config, overrides),
+                               runtime_env=runtime_env)
+    print(f"submitted {job_id}", file=sys.stderr)
+    if args.no_wait:
+        print(job_id)
+        return 0
+
+    async def stream() -> None:
+        async for lines in client.tail_job_logs(job_id):
+            sys.stdout.write(lines)
+            sys.stdout.flush()
+
+    asyncio.run(stream())
+    status = client.get_job_status(job_id)
+    print(f"job {job_id}: {status.value}", file=sys.stderr)
+    return 0 if status == JobStatus.SUCCEEDED else 1
