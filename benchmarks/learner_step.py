@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import ray  # noqa: E402
+from json_stdout import claim_stdout, emit  # noqa: E402
 from video_samples import encode  # noqa: E402
 
 from actors.learner import LearnerGroup  # noqa: E402
@@ -51,6 +52,7 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--world-size", type=int, default=2)
     args = parser.parse_args()
+    real_stdout = claim_stdout()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_tiny(Path(tmp) / "model")
         trajectories = scripted_episodes(model_dir, Path(tmp), args.episodes)
@@ -75,7 +77,7 @@ def main():
                                       "sft_step_s": round(statistics.median(sft), 3)}
             group.shutdown()
         ray.shutdown()
-    print(json.dumps(report, indent=2))
+    emit(real_stdout, report)
 
 
 if __name__ == "__main__":
