@@ -133,8 +133,9 @@ class LearnerWorker:
     def get_version(self) -> int:
         return self.version
 
-    def train_grpo(self, shard: Shard) -> Dict[str, float]:
-        """One optimizer step of the GRPO loss over the shard's micro-batches."""
+    def train_grpo(self, shard: Shard, temperature: float = 1.0) -> Dict[str, float]:
+        """One optimizer step of the GRPO loss over the shard's micro-batches, log-probs taken
+        at the sampling `temperature` (as the engine reported them)."""
         g = self.grpo
         started = time.perf_counter()
         self.engine.train()
@@ -145,7 +146,7 @@ class LearnerWorker:
             terms = grpo_loss_for(
                 self.model, self.processor, items, [shard.advantages[i] for i, _ in group], refs,
                 clip_low=g.clip_low, clip_high=g.clip_high, beta=g.beta,
-                kl_estimator=g.kl_estimator, loss_agg=g.loss_agg,
+                kl_estimator=g.kl_estimator, loss_agg=g.loss_agg, temperature=temperature,
                 weights=[w for _, w in group], cache=self.cache)
             if g.loss_agg == "token-mean":
                 share = terms.action_tokens / max(shard.total_action_tokens, 1)
@@ -278,19 +279,21 @@ class LearnerGroup:
         self.init_s = _gather([w.init.remote(addr, port) for w in self.workers])
         self.start_s = time.perf_counter() - started
 
-    def _all(self, method: str, shards: Sequence) -> list:
-        return _gather([getattr(w, method).remote(s) for w, s in zip(self.workers, shards)])
+    def _all(self, method: str, shards: Sequence, *args) -> list:
+        return _gather([getattr(w, method).remote(s, *args) for w, s in zip(self.workers, shards)])
 
     def _shards(self, items, advantages=None, ref_logprobs=None):
         return make_shards(items, self.cfg.world_size, self.cfg.micro_batch_tokens,
                            advantages, ref_logprobs, same_shape=self.cfg.zero_stage == 3)
 
     def train_grpo(self, items: Sequence[TrainSequence], advantages: Sequence[float],
-                   ref_logprobs: Optional[Sequence[Optional[Sequence[float]]]] = None
-                   ) -> Dict[str, float]:
+                   ref_logprobs: Optional[Sequence[Optional[Sequence[float]]]] = None,
+                   temperature: float = 1.0) -> Dict[str, float]:
         """One GRPO step over the batch; `advantages` per sequence (its episode's), reference
-        log-probs per sequence aligned with its ids. Returns the ranks' mean metrics."""
-        return _mean(self._all("train_grpo", self._shards(items, advantages, ref_logprobs)))
+        log-probs per sequence aligned with its ids, both scored at the sampling
+        `temperature`. Returns the ranks' mean metrics."""
+        return _mean(self._all("train_grpo", self._shards(items, advantages, ref_logprobs),
+                               temperature))
 
     def train_sft(self, items: Sequence[TrainSequence]) -> Dict[str, float]:
         return _mean(self._all("train_sft", self._shards(items)))

@@ -115,11 +115,12 @@ class GRPORun:
         return ray.get(self.verifier.score.remote(
             trajectories, {k: v for k, v in labels.items() if k in asked}))
 
-    def reference_logprobs(self, items) -> Optional[list]:
+    def reference_logprobs(self, items, temperature: float) -> Optional[list]:
         if not self.references or not items:
             return None
         n = len(self.references)
-        parts = ray.get([r.logprobs.remote(items[i::n]) for i, r in enumerate(self.references)])
+        parts = ray.get([r.logprobs.remote(items[i::n], temperature)
+                         for i, r in enumerate(self.references)])
         out: list = [None] * len(items)
         for i, part in enumerate(parts):
             out[i::n] = part
@@ -168,11 +169,12 @@ class GRPORun:
         lag = state.policy_version - min(t.policy_version for t in trajectories)
         batch = build_batch(trajectories, [s["reward"] for s in scores], g.scale_by_std, g.eps,
                             g.drop_zero_variance)
+        temperature = cfg.rollout.sampling.temperature or 1.0  # engines report T=1 when greedy
         with timed(timings, "reference"):
-            ref_logprobs = self.reference_logprobs(batch.items)
+            ref_logprobs = self.reference_logprobs(batch.items, temperature)
         with timed(timings, "learn"):
-            learned = (self.learners.train_grpo(batch.items, batch.advantages, ref_logprobs)
-                       if batch.items else {})
+            learned = (self.learners.train_grpo(batch.items, batch.advantages, ref_logprobs,
+                                                temperature) if batch.items else {})
         if learned:
             state.policy_version = self.learners.version()
             with timed(timings, "sync"):

@@ -221,6 +221,27 @@ def test_group_logprobs_equal_the_engines_on_a_sampled_episode(group, items, tin
             [it.seq.logprobs[p] for p in positions], abs=2e-4)
 
 
+def test_grpo_step_scores_at_the_sampling_temperature(group, items, tiny_model_dir):
+    """Sampled at T = 0.5 from the group's weights: the first GRPO step is on-policy (ratio 1,
+    nothing clipped) only because the learner scores at the same temperature."""
+    from vrt_ray.engines.base import SamplingParams
+    from vrt_ray.engines.hf import HFEngine
+    from vrt_ray.episodes import run_episodes
+
+    model = load_policy(tiny_model_dir)
+    model.load_state_dict(group.weights())
+    engine = HFEngine(model, load_processor(tiny_model_dir), seed=2)
+    job = EpisodeJob(EpisodeInput("p1", "a red square", items[0].videos, {"A": 24, "B": 16}))
+    (trajectory,) = run_episodes(engine, [job], load_preset("vrt"),
+                                 Budgets(initial_frames=2, memory_window=4, max_turns=1),
+                                 SamplingParams(temperature=0.5, max_new_tokens=8), PIXELS,
+                                 cache=FrameCache(1 << 26))
+    sequences = train_sequences(trajectory)
+    metrics = group.train_grpo(sequences, [1.0] * len(sequences), temperature=0.5)
+    assert metrics["ratio_mean"] == pytest.approx(1.0, abs=1e-3)
+    assert metrics["clip_fraction"] == 0.0
+
+
 def test_sft_steps_lower_the_loss_on_their_sequences(group, items, tiny_model_dir):
     expected_norm = whole_batch_sft_grad_norm(group.weights(), tiny_model_dir, items)
     first = group.train_sft(items)  # 4 sequences of unequal length over 2 ranks

@@ -38,8 +38,11 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         uri = cfg.tracking.uri
+        artifacts = None  # a local store keeps its artifacts beside its database, not in ./mlruns
         if uri.startswith("sqlite:///"):
-            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(uri[len("sqlite:///"):]).parent
+            folder.mkdir(parents=True, exist_ok=True)
+            artifacts = (folder / "mlartifacts").resolve().as_uri()
         self.client = MlflowClient(uri)
         if run_id:
             self.run_id = self.client.get_run(run_id).info.run_id
@@ -47,7 +50,8 @@ class Tracker:
             return
         experiment = self.client.get_experiment_by_name(cfg.tracking.experiment)
         experiment_id = (experiment.experiment_id if experiment else
-                         self.client.create_experiment(cfg.tracking.experiment))
+                         self.client.create_experiment(cfg.tracking.experiment,
+                                                       artifact_location=artifacts))
         tags = ({"mlflow.parentRunId": cfg.tracking.parent_run_id}
                 if cfg.tracking.parent_run_id else None)
         self.run_id = self.client.create_run(experiment_id, run_name=run_name,
