@@ -223,7 +223,8 @@ def run_ours(model_dir: Path, video: str, max_new_tokens: int, steps: int, beta:
     one_thread = {"env_vars": {"OMP_NUM_THREADS": "1"}}
     sampler = Sampler.options(num_cpus=1, runtime_env=one_thread).remote(str(model_dir), video, 0)
     group = LearnerGroup(
-        LearnerConfig(world_size=1, num_cpus_per_worker=1, zero_stage=2, max_grad_norm=MAX_GRAD_NORM),
+        LearnerConfig(world_size=1, num_cpus_per_worker=1, zero_stage=2,
+                      max_grad_norm=MAX_GRAD_NORM),
         str(model_dir), pixels=PIXELS, lr=LR, env=one_thread["env_vars"],
         grpo=GRPOConfig(beta=beta, kl_estimator="k3", clip_low=CLIP_LOW, clip_high=CLIP_HIGH,
                         loss_agg="token-mean"))
@@ -311,11 +312,11 @@ def measure(sizes, steps: int, beta: float) -> dict:
             params = sum(p.numel() for p in load_policy(model_dir).parameters())
             trl = run_trl(model_dir, video, size["max_new_tokens"], steps, beta, Path(tmp) / "trl")
             ours = run_ours(model_dir, video, size["max_new_tokens"], steps, beta)
+            ratio = ours["trajectories_per_s"] / trl["trajectories_per_s"]
             report[name] = {
                 "hidden_size": size["spec"].hidden_size, "layers": size["spec"].num_layers,
                 "parameters": params, "max_new_tokens": size["max_new_tokens"],
-                "ratio_ours_to_trl": round(ours["trajectories_per_s"] / trl["trajectories_per_s"], 2),
-                "ours": ours, "trl": trl}
+                "ratio_ours_to_trl": round(ratio, 2), "ours": ours, "trl": trl}
     ray.shutdown()
     report["load_after"] = uptime()
     return report
