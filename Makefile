@@ -14,7 +14,7 @@ VLLM_VENV := .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install install-vllm test test-vllm
+.PHONY: install install-vllm test test-vllm bench-trl
 install: $(STAMP)
 install-vllm: $(VLLM_STAMP)
 
@@ -36,3 +36,8 @@ test: $(STAMP)
 
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_PY) -m pytest -q tests/test_vllm_engine.py
+
+# Our GRPO step against TRL's GRPOTrainer (docs/benchmarks.md); TRL comes with the `bench` extra.
+bench-trl: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(PY) benchmarks/grpo_vs_trl.py
