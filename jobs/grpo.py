@@ -159,6 +159,7 @@ class GRPORun:
         cfg, g, state = self.cfg, self.cfg.grpo, self.state
         more = state.step + 1 < g.steps
         timings: Dict[str, float] = {}
+        started = time.perf_counter()
         with timed(timings, "rollout"):
             raw = self.rollouts.wait(pending)
         position = state.data_position + g.pairs_per_step
@@ -185,7 +186,9 @@ class GRPORun:
             following = self.submit(position)
         metrics = step_metrics(trajectories, scores, batch, learned, timings, pending,
                                list(cfg.protocol.dimensions))
-        metrics.update(policy_version=state.policy_version, policy_lag=lag)
+        wall = time.perf_counter() - started
+        metrics.update(policy_version=state.policy_version, policy_lag=lag, step_s=wall,
+                       trajectories_per_s=len(trajectories) / wall)
         self.tracker.log_metrics(metrics, state.step)
         return metrics, following
 
@@ -213,7 +216,6 @@ def step_metrics(trajectories, scores, batch, learned, timings, pending,
         metrics[f"time/{stage}_s"] = seconds
         metrics[f"time/{stage}_share"] = seconds / total if total else 0.0
     metrics.update({f"time/worker_{k}": v for k, v in pending.timings.items()})
-    metrics["trajectories_per_s"] = len(trajectories) / total if total else 0.0
     return metrics
 
 
