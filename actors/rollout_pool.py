@@ -47,6 +47,7 @@ class RolloutPool:
     def __init__(self, cfg: DictConfig, model_dir: str, policy_version: int = 0):
         rc = cfg.rollout
         self.timeout_s = float(rc.timeout_s)
+        self.restart_timeout_s = float(rc.restart_timeout_s)
         plain = OmegaConf.to_container(cfg, resolve=True)
         self.workers = [
             RolloutWorker.options(num_cpus=rc.num_cpus, num_gpus=rc.num_gpus,
@@ -147,18 +148,18 @@ class RolloutPool:
 
     def _bring_up_to_date(self, w: int) -> None:
         """A restarted worker came back with the weights it was created with: give it the
-        current ones (waits for the restart, within the rollout timeout)."""
+        current ones (waits for the restart, within `rollout.restart_timeout_s`)."""
         worker = self.workers[w]
-        deadline = time.monotonic() + self.timeout_s
-        while True:  # calls are refused while Ray restarts the actor
+        deadline = time.monotonic() + self.restart_timeout_s
+        while True:  # calls are refused, or wait, while Ray restarts the actor and it loads
             try:
                 version = ray.get(worker.policy_version.remote(),
                                   timeout=max(deadline - time.monotonic(), 0.0))
                 break
-            except ray.exceptions.ActorUnavailableError:
-                if time.monotonic() > deadline:
+            except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
+                if time.monotonic() >= deadline:
                     raise RolloutFailed(f"rollout worker {w} did not come back within "
-                                        f"{self.timeout_s:.0f} s") from None
+                                        f"{self.restart_timeout_s:.0f} s") from None
                 time.sleep(0.5)
         if version != self.version:
             ref = self.weights_ref or (self.fetch_weights() if self.fetch_weights else None)

@@ -93,7 +93,7 @@ def test_a_worker_killed_mid_step_is_restarted_and_its_episodes_rerun(run):
 
 def test_a_hung_worker_is_treated_as_dead(run):
     run.cfg.grpo.steps = run.state.step + 1
-    run.rollouts.timeout_s = 8.0
+    run.rollouts.timeout_s = 15.0
     hung = run.rollouts.workers[1]
     hung.__ray_call__.remote(lambda self: time.sleep(600))  # blocks the actor's only thread
     pending = run.submit(run.state.data_position)

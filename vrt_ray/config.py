@@ -120,6 +120,7 @@ class RolloutConfig:
     max_batch: int = _ge(8, 1)  # episodes per generate call (HF engine)
     timeout_s: float = _gt(600.0, 0.0)  # a call past it counts as a dead worker
     max_restarts: int = _ge(3, -1)  # Ray actor restarts; -1: unlimited
+    restart_timeout_s: float = _gt(300.0, 0.0)  # a restarted worker must be back within it
     weight_sync: Literal["object_store", "gloo"] = "object_store"  # learner -> engines, on CPU
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
