@@ -74,6 +74,7 @@ class GRPORun:
         start_ray(cfg)
         self.pairs = training_pairs(cfg)
         self.sampler = PairSampler(len(self.pairs), cfg.seed)
+        self.labels = {p.id: dict(p.labels) for p in self.pairs}
         checkpoint = checkpoints.latest(cfg.checkpointing.dir)
         if checkpoint and not resume:
             raise VrtError(f"{cfg.checkpointing.dir} holds checkpoints of an earlier run "
@@ -110,10 +111,9 @@ class GRPORun:
                                     self.cfg.rollout.sampling.temperature)
 
     def verify(self, trajectories: List[dict]) -> List[dict]:
-        labels = {p.id: dict(p.labels) for p in self.pairs}
         asked = {t["pair_id"] for t in trajectories}
-        return ray.get(self.verifier.score.remote(
-            trajectories, {k: v for k, v in labels.items() if k in asked}))
+        return ray.get(self.verifier.score.remote(trajectories,
+                                                  {k: self.labels[k] for k in asked}))
 
     def reference_logprobs(self, items, temperature: float) -> Optional[list]:
         if not self.references or not items:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from statistics import fmean
 from typing import Dict, List, Optional, Sequence
 
 import ray
@@ -20,22 +19,12 @@ from actors.verifier import RewardVerifier
 from jobs.grpo import start_ray, training_pairs
 from vrt_ray.learner_core import train_sequences
 from vrt_ray.model_inputs import PixelBudget
+from vrt_ray.rewards import score_rates
 from vrt_ray.models import load_policy, load_processor, save_checkpoint
 from vrt_ray.tracking import Tracker
 from vrt_ray.trajectory import Trajectory
 
 PAIRS_PER_CALL = 16  # pairs submitted together (the progress bar moves per call)
-
-
-def keep_rates(scores: Sequence[dict], dimensions: Sequence[str]) -> Dict[str, float]:
-    """Share of samples right on each labelled dimension, overall, and all at once."""
-    rates = {"all_correct": fmean(float(s["all_correct"]) for s in scores) if scores else 0.0,
-             "format": fmean(s["format"] for s in scores) if scores else 0.0}
-    for dim in (*dimensions, "overall"):
-        judged = [s["correct"][dim] for s in scores if dim in s["correct"]]
-        if judged:
-            rates[dim] = fmean(float(c) for c in judged)
-    return rates
 
 
 def select(trajectories: Sequence[dict], scores: Sequence[dict]) -> List[Trajectory]:
@@ -86,7 +75,7 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     try:
         trajectories, scores = sample(cfg, model_dir, pairs)
         kept = select(trajectories, scores)
-        rates = keep_rates(scores, list(cfg.protocol.dimensions))
+        rates = score_rates(scores, list(cfg.protocol.dimensions))
         tracker.log_metrics({**{f"keep_rate/{k}": v for k, v in rates.items()},
                              "kept_trajectories": len(kept)}, 0)
         steps = _fine_tune(cfg, model_dir, out, kept, tracker) if kept else 0

@@ -22,6 +22,16 @@ def tiny_model_dir(tmp_path_factory):
     return make_tiny(tmp_path_factory.mktemp("tiny") / "model", seed=0)
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray of 2 CPUs (the CI machine's size) for one test module."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 _exit_status = {}
 
 

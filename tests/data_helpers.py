@@ -42,3 +42,10 @@ VIDEOGEN_VIDEOS = [f"videos/pika/p{i}.mp4" for i in range(7)] + \
 TRAIN_VIDEOS = [f"videos/t{i}_{s}.mp4" for i in range(3) for s in "AB"]
 MJBENCH_VIDEOS = [f"test/{i}_{j}.mp4" for i in range(9) for j in (0, 1)]
 JSONL_VIDEOS = [f"videos/s{i}_{s}.mp4" for i in range(5) for s in "ab"]
+
+
+def stage_overrides(root: Path, model, *more: str) -> list:
+    """Config overrides of a training-stage test: model, data and outputs under `root`, MLflow
+    in a sqlite store there."""
+    return [f"model.path={model}", f"data.dir={root}/data", f"output_dir={root}/out",
+            f"tracking.uri=sqlite:///{root}/mlflow.db", *more]

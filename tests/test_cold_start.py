@@ -1,7 +1,7 @@
 """Cold start on a real local Ray: teacher traces replayed through the protocol, SFT through a
 learner group of 2 (ZeRO-2 on gloo); the held-out loss falls and the policy is written."""
 import pytest
-import ray
+from data_helpers import stage_overrides
 from mlflow.tracking import MlflowClient
 
 from vrt_ray import config
@@ -10,19 +10,15 @@ from vrt_ray.sft import TraceError
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_model_dir):
+def setup(tmp_path_factory, tiny_model_dir, local_ray):
     root = tmp_path_factory.mktemp("cold_start")
     generate(root / "data", SynthSettings(pairs=8, min_frames=16, max_frames=32, seed=5))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield root, tiny_model_dir
-    ray.shutdown()
+    return root, tiny_model_dir
 
 
 def _cfg(root, model, *more):
-    return config.load("tiny_cpu", [
-        f"model.path={model}", f"data.dir={root}/data", f"output_dir={root}/out",
-        f"tracking.uri=sqlite:///{root}/mlflow.db", "cold_start.epochs=2",
-        "cold_start.batch_size=2", "cold_start.lr=2e-3", *more])
+    return config.load("tiny_cpu", stage_overrides(
+        root, model, "cold_start.epochs=2", "cold_start.batch_size=2", "cold_start.lr=2e-3", *more))
 
 
 def test_cold_start_lowers_the_held_out_loss_and_writes_a_policy(setup):

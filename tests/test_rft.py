@@ -1,7 +1,7 @@
 """RFT: the filter keeps all-correct trajectories once per distinct text; fine-tuning on kept
 (teacher-replayed) trajectories lowers their loss; a whole `rft` run on local Ray adds up."""
 import pytest
-import ray
+from data_helpers import stage_overrides
 from mlflow.tracking import MlflowClient
 
 from vrt_ray import config
@@ -20,7 +20,8 @@ def _traj(pair, tokens):
 
 
 def test_select_keeps_all_correct_once_per_text_and_keep_rates_by_hand():
-    from jobs.rft import keep_rates, select
+    from jobs.rft import select
+    from vrt_ray.rewards import score_rates
 
     trajectories = [_traj("p", [5, 6]), _traj("p", [5, 6]), _traj("p", [7]), _traj("q", [5, 6]),
                     _traj("q", [9])]
@@ -29,25 +30,21 @@ def test_select_keeps_all_correct_once_per_text_and_keep_rates_by_hand():
               _score(False, overall=False)]
     kept = select(trajectories, scores)
     assert [(t.pair_id, t.turns[0].token_ids) for t in kept] == [("p", [5, 6]), ("q", [5, 6])]
-    rates = keep_rates(scores, ["TA", "VQ"])
+    rates = score_rates(scores, ["TA", "VQ"])
     assert rates == {"all_correct": 0.6, "format": 1.0, "TA": 0.75, "overall": 0.8}
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_model_dir):
+def setup(tmp_path_factory, tiny_model_dir, local_ray):
     root = tmp_path_factory.mktemp("rft")
     generate(root / "data", SynthSettings(pairs=6, min_frames=16, max_frames=32, seed=4))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield root, tiny_model_dir
-    ray.shutdown()
+    return root, tiny_model_dir
 
 
 def _cfg(root, model, *more):
-    return config.load("tiny_cpu", [
-        f"model.path={model}", f"data.dir={root}/data", f"output_dir={root}/out",
-        f"tracking.uri=sqlite:///{root}/mlflow.db", "rft.samples_per_pair=2",
-        "protocol.max_new_tokens=32", "protocol.max_turns=2", "rft.batch_size=2",
-        "rft.lr=2e-3", "rft.epochs=3", *more])
+    return config.load("tiny_cpu", stage_overrides(
+        root, model, "rft.samples_per_pair=2", "protocol.max_new_tokens=32", "protocol.max_turns=2",
+        "rft.batch_size=2", "rft.lr=2e-3", "rft.epochs=3", *more))
 
 
 def test_fine_tuning_on_kept_trajectories_lowers_their_loss(setup):

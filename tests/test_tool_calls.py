@@ -79,9 +79,9 @@ def test_never_raises(body):
     result = parse_tool_call(body, VIDEOS, 8, [FrameRequest("A", (1,))])
     assert isinstance(result, (FrameRequest, ToolCallError))
     if isinstance(result, FrameRequest):
-        assert 1 <= len(result.frames) <= 8
-        assert len(set(result.frames)) == len(result.frames)  # duplicates removed
         call = json.loads(body)  # only a well-formed select_frames call gets this far
         asked = [int(f) for f in call["arguments"]["target_frames"]]
+        assert len(result.frames) == len(dict.fromkeys(asked)) and len(result.frames) <= 8
+        assert len(set(result.frames)) == len(result.frames)  # duplicates removed
         assert result.frames == tuple(dict.fromkeys(asked))
         assert all(1 <= f <= VIDEOS[result.video] for f in result.frames)

@@ -3,7 +3,7 @@ through a real learner group (local Ray, 2 ranks) lowers the held-out caption lo
 import json
 
 import pytest
-import ray
+from data_helpers import stage_overrides
 
 from vrt_ray import config
 from vrt_ray.data.synth import SynthSettings, generate
@@ -32,17 +32,11 @@ def test_a_caption_sample_labels_only_the_caption(data, tiny_model_dir):
     assert processor.tokenizer.convert_tokens_to_ids("<|image_pad|>") in item.seq.input_ids
 
 
-def test_warmup_lowers_the_held_out_caption_loss(data, tiny_model_dir):
+def test_warmup_lowers_the_held_out_caption_loss(data, tiny_model_dir, local_ray):
     from jobs import warmup
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        summary = warmup.main(config.load("tiny_cpu", [
-            f"model.path={tiny_model_dir}", f"data.dir={data}/data", f"output_dir={data}/out",
-            f"tracking.uri=sqlite:///{data}/mlflow.db", "warmup.steps=25",
-            "warmup.batch_size=8"]))
-    finally:
-        ray.shutdown()
+    summary = warmup.main(config.load("tiny_cpu", stage_overrides(
+        data, tiny_model_dir, "warmup.steps=25", "warmup.batch_size=8")))
     assert summary["train_captions"] > summary["held_out_captions"] > 0
     before, after = summary["eval_loss"]
     assert after < before

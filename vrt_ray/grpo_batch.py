@@ -10,6 +10,7 @@ from typing import Dict, List, Mapping, Sequence
 
 from vrt_ray.grpo import group_advantages, zero_variance_groups
 from vrt_ray.learner_core import TrainSequence, train_sequences
+from vrt_ray.rewards import score_rates
 from vrt_ray.trajectory import Trajectory
 
 
@@ -45,18 +46,15 @@ def rollout_metrics(trajectories: Sequence[Trajectory], scores: Sequence[Mapping
                     dimensions: Sequence[str]) -> Dict[str, float]:
     """The per-step rollout metrics of DESIGN.md §8 (learner metrics come from the learner)."""
     rewards = [s["reward"] for s in scores]
+    rates = score_rates(scores, dimensions)
     calls = [t.valid_calls + t.invalid_calls for t in trajectories]
     out = {"reward_mean": fmean(rewards), "reward_std": pstdev(rewards),
-           "format_rate": fmean(s["format"] for s in scores),
-           "all_correct_rate": fmean(float(s["all_correct"]) for s in scores),
+           "format_rate": rates.pop("format"), "all_correct_rate": rates.pop("all_correct"),
            "tool_calls_per_episode": fmean(calls),
            "invalid_call_rate": sum(t.invalid_calls for t in trajectories) / max(sum(calls), 1),
            "response_tokens": fmean(sum(len(turn.token_ids) for turn in t.turns)
                                     for t in trajectories),
            "turns_per_episode": fmean(len(t.turns) for t in trajectories),
            "answered_rate": fmean(float(t.answer_complete) for t in trajectories)}
-    for dim in (*dimensions, "overall"):
-        judged = [s["correct"][dim] for s in scores if dim in s["correct"]]
-        if judged:
-            out[f"accuracy_{dim}"] = fmean(float(c) for c in judged)
+    out.update({f"accuracy_{dim}": rate for dim, rate in rates.items()})
     return out

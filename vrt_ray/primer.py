@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import trange
 
-from vrt_ray.data.pair import PreferencePair
+from vrt_ray.data.pair import VERDICTS, PreferencePair
 from vrt_ray.episodes import EpisodeJob, replay
 from vrt_ray.frame_cache import FrameCache
 from vrt_ray.judge import frame_counts
@@ -25,8 +25,6 @@ from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_policy, load_processor, save_checkpoint
 from vrt_ray.preset import load_preset
 from vrt_ray.protocol import Budgets, EpisodeInput, format_turn
-
-VERDICTS = ("A", "B", "tie")
 
 
 def prime(model_dir: str | Path, out: str | Path, pairs: Sequence[PreferencePair],

@@ -6,7 +6,8 @@ pair's labels; the Ray verifier actor is a thin wrapper around `score`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Mapping, Optional, Sequence
+from statistics import fmean
+from typing import Dict, Mapping, Optional, Sequence
 
 OVERALL = "overall"
 
@@ -61,3 +62,16 @@ def score(verdicts: Optional[Mapping[str, str]], labels: Mapping[str, str],
     all_correct = bool(fmt) and bool(correct) and all(correct.values())
     return Score(reward=reward, format=fmt, dimension_accuracy=dim_acc, overall=overall,
                  all_correct=all_correct, correct=correct)
+
+
+def score_rates(scores: Sequence[Mapping], dimensions: Sequence[str]) -> Dict[str, float]:
+    """Over score dicts (`Score.to_dict`): the share with the format right, all right, and
+    right on each labelled dimension and overall (a dimension no sample is labelled on is left
+    out)."""
+    rates = {"format": fmean(s["format"] for s in scores) if scores else 0.0,
+             "all_correct": fmean(float(s["all_correct"]) for s in scores) if scores else 0.0}
+    for dim in (*dimensions, OVERALL):
+        judged = [s["correct"][dim] for s in scores if dim in s["correct"]]
+        if judged:
+            rates[dim] = fmean(float(c) for c in judged)
+    return rates

@@ -22,14 +22,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     _stage(commands, "warmup", "perception warm-up of a tiny base model on frame captions",
            "SFT on the synthetic frame captions of the training videos (DESIGN.md §12), so a "
            "tiny base can see before it learns to judge; held-out caption loss before/after.",
-           _warmup)
+           _model_stage("warmup"))
     _stage(commands, "cold-start", "multi-turn SFT on the teacher traces through the learner group",
            "Replay every teacher trace through the protocol and fine-tune on its assistant "
-           "turns (labels on assistant tokens only); held-out loss per epoch.", _cold_start)
+           "turns (labels on assistant tokens only); held-out loss per epoch.",
+           _model_stage("cold_start"))
     _stage(commands, "rft", "rejection-sampling fine-tuning on the policy's own correct episodes",
            "Sample rft.samples_per_pair episodes per training pair, keep those the verifier "
            "marks all-correct (deduplicated), fine-tune on them; keep rates per dimension.",
-           _rft)
+           _model_stage("rft"))
     grpo = _stage(commands, "grpo",
                   "GRPO on Ray: rollout workers, reference, verifier, DeepSpeed learners",
                   "Run GRPO steps (DESIGN.md §3) with the actors the config describes; metrics "
@@ -61,34 +62,18 @@ def _load(args: argparse.Namespace):
     return cfg
 
 
-def _warmup(args: argparse.Namespace) -> int:
-    import json
+def _model_stage(job: str):
+    """The handler of a stage whose job's `main(cfg, model, out)` returns a summary."""
+    def handler(args: argparse.Namespace) -> int:
+        import importlib
+        import json
 
-    cfg = _load(args)
-    from jobs import warmup
+        cfg = _load(args)
+        summary = importlib.import_module(f"jobs.{job}").main(cfg, args.model, args.out)
+        print(json.dumps(summary, indent=2))
+        return 0
 
-    print(json.dumps(warmup.main(cfg, args.model, args.out), indent=2))
-    return 0
-
-
-def _cold_start(args: argparse.Namespace) -> int:
-    import json
-
-    cfg = _load(args)
-    from jobs import cold_start
-
-    print(json.dumps(cold_start.main(cfg, args.model, args.out), indent=2))
-    return 0
-
-
-def _rft(args: argparse.Namespace) -> int:
-    import json
-
-    cfg = _load(args)
-    from jobs import rft
-
-    print(json.dumps(rft.main(cfg, args.model, args.out), indent=2))
-    return 0
+    return handler
 
 
 def _grpo(args: argparse.Namespace) -> int:
