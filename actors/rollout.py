@@ -2,7 +2,7 @@
 executed here, between turns, through this process's frame cache) and returns trajectories."""
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import ray
 
@@ -18,7 +18,7 @@ class RolloutWorker:
         self.cfg = OmegaConf.create(cfg)
         self.judge = Judge.load(model_dir, self.cfg, seed=seed, policy_version=policy_version)
         self.cache = default_cache(self.cfg.video.cache_mb * 2**20)
-        self.frame_counts: Dict[str, int] = {}
+        self.frame_counts: Dict[str, Optional[int]] = {}  # path -> count, None: unreadable
         self.transfer = None  # (host, port, group) of the weight-transfer group joined
 
     def policy_version(self) -> int:
@@ -54,16 +54,10 @@ class RolloutWorker:
     def _counts(self, videos: Dict[str, str]) -> Dict[str, int]:
         """Frame counts, read once per file by this worker; an unreadable file counts 1 frame
         (its episodes then end on the initial view with the reader's error)."""
-        from vrt_ray.video import VideoError, open_video
+        from vrt_ray.judge import known_frame_counts
 
-        for path in videos.values():
-            if path not in self.frame_counts:
-                try:
-                    with open_video(path, backend=self.cfg.video.backend) as reader:
-                        self.frame_counts[path] = reader.info.num_frames
-                except VideoError:
-                    return {name: 1 for name in videos}
-        return {name: self.frame_counts[path] for name, path in videos.items()}
+        counts = known_frame_counts(videos, self.cfg.video.backend, self.frame_counts)
+        return counts or {name: 1 for name in videos}
 
     def cache_stats(self) -> dict:
         c = self.cache

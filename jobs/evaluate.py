@@ -22,11 +22,11 @@ from jobs.grpo import start_ray
 from vrt_ray.data.loaders import LoadReport, load_pairs
 from vrt_ray.errors import VrtError
 from vrt_ray.evaluation import evaluate, flat_metrics, json_safe, sample_for_report
+from vrt_ray.judge import known_frame_counts
 from vrt_ray.metrics import format_table
 from vrt_ray.report import STYLE, write_html
 from vrt_ray.tracking import Tracker
 from vrt_ray.trajectory import Trajectory
-from vrt_ray.video import VideoError, open_video
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +50,8 @@ def load_benchmark(cfg: DictConfig) -> LoadReport:
 def frame_counts(report: LoadReport, backend: str) -> Dict[str, Optional[Dict[str, int]]]:
     """Frames per video of each pair, None for a pair with a video that cannot be opened."""
     known: Dict[str, Optional[int]] = {}
-    out: Dict[str, Optional[Dict[str, int]]] = {}
-    for pair in tqdm(report.pairs, desc="frame counts", unit="pair"):
-        for path in (pair.video_a, pair.video_b):
-            if path not in known:
-                try:
-                    with open_video(path, backend=backend) as reader:
-                        known[path] = reader.info.num_frames
-                except VideoError:
-                    known[path] = None
-        counts = {"A": known[pair.video_a], "B": known[pair.video_b]}
-        out[pair.id] = None if None in counts.values() else counts
-    return out
+    return {pair.id: known_frame_counts({"A": pair.video_a, "B": pair.video_b}, backend, known)
+            for pair in tqdm(report.pairs, desc="frame counts", unit="pair")}
 
 
 class EvalRun:

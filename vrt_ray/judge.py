@@ -15,7 +15,7 @@ from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.preset import load_preset
 from vrt_ray.protocol import Budgets, EpisodeInput
 from vrt_ray.trajectory import Trajectory
-from vrt_ray.video import open_video
+from vrt_ray.video import VideoError, open_video
 
 
 @dataclass
@@ -48,6 +48,21 @@ class Judge:
             sampling, pixels, max_context_tokens=cfg.protocol.max_context_tokens,
             cache=default_cache(cfg.video.cache_mb * 2**20))
         return trajectory
+
+
+def known_frame_counts(videos: Dict[str, str], backend: str,
+                       known: Dict[str, Optional[int]]) -> Optional[Dict[str, int]]:
+    """Frame count of each video, or None when one cannot be opened; `known` (path -> count,
+    None for unreadable) is read first and filled, so each file is opened once."""
+    for path in videos.values():
+        if path not in known:
+            try:
+                with open_video(path, backend=backend) as reader:
+                    known[path] = reader.info.num_frames
+            except VideoError:
+                known[path] = None
+    counts = {name: known[path] for name, path in videos.items()}
+    return None if None in counts.values() else counts
 
 
 def frame_counts(videos: Dict[str, str], backend: str = "pyav") -> Dict[str, int]:
