@@ -81,6 +81,9 @@ class GRPORun:
                            f"({checkpoint.name}): pass --resume to continue it, or choose "
                            f"another checkpointing.dir")
         self.state = checkpoints.read_state(checkpoint) if checkpoint else RunState(0, 0, 0)
+        if checkpoint:
+            log.info("resuming from step %d (%s), %d rollout workers", self.state.step,
+                     checkpoint, cfg.rollout.num_workers)
         policy_dir = str(checkpoint / "policy") if checkpoint else cfg.model.path
         self.tracker = Tracker(cfg, run_name=f"{cfg.name}-grpo",
                                run_id=self.state.tracking_run_id or None)
