@@ -33,7 +33,8 @@ def prepare(cfg: DictConfig) -> None:
     s = cfg.data.synthetic
     if not (Path(cfg.data.dir) / cfg.data.train).is_file():
         generate(Path(cfg.data.dir), SynthSettings(
-            pairs=s.pairs_train + s.pairs_val + s.pairs_test, seed=s.seed,
+            pairs=s.pairs_train + s.pairs_val + s.pairs_test,
+            split=(s.pairs_train, s.pairs_val, s.pairs_test), seed=s.seed,
             min_frames=s.min_frames, max_frames=s.max_frames, size=s.size, fps=s.fps,
             initial_frames=cfg.protocol.initial_frames, max_turns=cfg.protocol.max_turns,
             max_frames_per_call=cfg.protocol.max_frames_per_call))

@@ -313,9 +313,19 @@ def test_same_seed_same_bytes(tmp_path):
     assert hashes[0] == hashes[1] != hashes[2]
 
 
+def test_split_counts_are_honoured(tmp_path):
+    summary = generate(tmp_path, SynthSettings(pairs=3, seed=7, max_frames=32, split=(0, 1, 2)),
+                       progress=False)
+    assert summary["splits"] == {"train": 0, "val": 1, "test": 2}
+    lines = {name: (tmp_path / f"{name}.jsonl").read_text().splitlines()
+             for name in ("train", "val", "test")}
+    assert [len(v) for v in lines.values()] == [0, 1, 2]
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"pairs": 0}, "--pairs 0"), ({"pairs": 1, "min_frames": 8}, "frame range"),
-    ({"pairs": 1, "size": 100}, "--size 100"), ({"pairs": 1, "size": 64}, "--size 64")])
+    ({"pairs": 1, "size": 100}, "--size 100"), ({"pairs": 1, "size": 64}, "--size 64"),
+    ({"pairs": 3, "split": (1, 1)}, "split [1, 1]"), ({"pairs": 3, "split": (2, 2, 0)}, "split [2, 2, 0]")])
 def test_bad_settings_are_refused(tmp_path, kwargs, message):
     with pytest.raises(SynthError, match=re.escape(message)):
         generate(tmp_path, SynthSettings(**kwargs), progress=False)

@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -57,6 +57,7 @@ class SynthSettings:
     initial_frames: int = 4
     max_turns: int = 6
     max_frames_per_call: int = 8
+    split: Tuple[int, ...] = ()  # train/val/test pair counts; empty: 80/10/10 of `pairs`
 
     def validate(self) -> None:
         if self.pairs < 1:
@@ -69,6 +70,10 @@ class SynthSettings:
         if min(self.initial_frames, self.max_turns, self.max_frames_per_call) < 2 or self.fps < 1:
             raise SynthError("--fps >= 1, --initial-frames >= 2, --max-turns >= 2 and "
                              "--max-frames-per-call >= 2 are needed")
+        if self.split and (len(self.split) != 3 or min(self.split) < 0
+                           or sum(self.split) != self.pairs):
+            raise SynthError(f"split {list(self.split)}: need three counts (train, val, test) "
+                             f"adding up to the {self.pairs} pairs")
 
 
 def labels_from_defects(defects: Dict[str, List[dict]]) -> Dict[str, str]:
@@ -330,7 +335,7 @@ def generate(out: Path, s: SynthSettings, progress: bool = True) -> dict:
         captions += _captions(pair, states, parse_prompt(pair.prompt)[3],
                               np.random.default_rng([s.seed, index, 1]))
     order = np.random.default_rng([s.seed, 2**31]).permutation(len(pairs))
-    bounds = np.cumsum([0] + [round(frac * len(pairs)) for _, frac in SPLITS])
+    bounds = np.cumsum([0, *(s.split or [round(frac * len(pairs)) for _, frac in SPLITS])])
     bounds[-1] = len(pairs)
     splits = {}
     for (name, _), lo, hi in zip(SPLITS, bounds, bounds[1:]):
