@@ -38,6 +38,7 @@ class PendingRollout:
     temperature: float
     journal: EpisodeJournal = field(default_factory=EpisodeJournal)
     calls: Dict[ray.ObjectRef, Tuple[int, List[dict], float]] = field(default_factory=dict)
+    # ^ call -> (worker, its episodes, the time by which it must answer)
     results: Dict[EpisodeKey, dict] = field(default_factory=dict)
     failures: int = 0  # calls lost to a dead or hung worker
     timings: Dict[str, float] = field(default_factory=dict)  # the workers' seconds, summed
@@ -47,6 +48,7 @@ class RolloutPool:
     def __init__(self, cfg: DictConfig, model_dir: str, policy_version: int = 0):
         rc = cfg.rollout
         self.timeout_s = float(rc.timeout_s)
+        self.max_batch = int(rc.max_batch)
         self.restart_timeout_s = float(rc.restart_timeout_s)
         plain = OmegaConf.to_container(cfg, resolve=True)
         self.workers = [
@@ -91,17 +93,17 @@ class RolloutPool:
     def wait(self, pending: PendingRollout) -> List[dict]:
         """Every trajectory of the batch, in submission order (pair by pair, sample by sample)."""
         while pending.calls:
-            oldest = min(issued for _, _, issued in pending.calls.values())
-            left = max(0.0, oldest + self.timeout_s - time.monotonic())
+            first = min(deadline for _, _, deadline in pending.calls.values())
+            left = max(0.0, first - time.monotonic())
             ready, _ = ray.wait(list(pending.calls), num_returns=1, timeout=left)
             if ready:
                 self._collect(pending, ready[0])
                 continue
             now = time.monotonic()
-            for ref, (w, jobs, issued) in list(pending.calls.items()):
-                if now - issued >= self.timeout_s:
-                    log.warning("rollout worker %d gave no answer in %.0f s: restarting it",
-                                w, self.timeout_s)
+            for ref, (w, jobs, deadline) in list(pending.calls.items()):
+                if now >= deadline:
+                    log.warning("rollout worker %d gave no answer to %d episodes in time: "
+                                "restarting it", w, len(jobs))
                     del pending.calls[ref]
                     ray.kill(self.workers[w], no_restart=False)
                     self._reissue(pending, w, jobs)
@@ -144,7 +146,8 @@ class RolloutPool:
         ref = self.workers[w].run.remote(jobs, pending.temperature)
         for j in jobs:
             pending.journal.issue((j["pair_id"], j["sample_index"]), w, self.version)
-        pending.calls[ref] = (w, jobs, time.monotonic())
+        batches = -(-len(jobs) // self.max_batch)  # the engine runs max_batch at a time
+        pending.calls[ref] = (w, jobs, time.monotonic() + self.timeout_s * batches)
 
     def _bring_up_to_date(self, w: int) -> None:
         """A restarted worker came back with the weights it was created with: give it the

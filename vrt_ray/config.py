@@ -118,7 +118,7 @@ class RolloutConfig:
     num_cpus: float = _ge(1.0, 0.0)
     num_gpus: float = _ge(0.0, 0.0)
     max_batch: int = _ge(8, 1)  # episodes per generate call (HF engine)
-    timeout_s: float = _gt(600.0, 0.0)  # a call past it counts as a dead worker
+    timeout_s: float = _gt(600.0, 0.0)  # per max_batch episodes of a call; past it: dead
     max_restarts: int = _ge(3, -1)  # Ray actor restarts; -1: unlimited
     restart_timeout_s: float = _gt(300.0, 0.0)  # a restarted worker must be back within it
     weight_sync: Literal["object_store", "gloo"] = "object_store"  # learner -> engines, on CPU
