@@ -80,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--per-client", type=int, default=2)
-    parser.add_argument("--min-requests", type=int, default=16)
+    parser.add_argument("--min-requests", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8, help="serve.max_batch_size")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--pairs", type=int, default=8)

@@ -23,6 +23,7 @@ from ray import serve
 from starlette.exceptions import HTTPException
 
 from jobs.grpo import start_ray
+from vrt_ray.errors import VrtError
 from vrt_ray.serve_requests import (JudgeRequest, Limits, MultipartReader, RequestError,
                                     check_videos, parse_form, parse_json_body)
 
@@ -43,14 +44,12 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 @serve.ingress(app)
 class VideoJudge:
     def __init__(self, cfg: dict, model_dir: str, model: Dict[str, str]):
-        from vrt_ray.frame_cache import default_cache
         from vrt_ray.judge import Judge
         from vrt_ray.serve_results import TracePages
 
         self.cfg = OmegaConf.create(cfg)
         self.model = model
         self.judge = Judge.load(model_dir, self.cfg)
-        self.cache = default_cache(self.cfg.video.cache_mb * 2**20)
         self.limits = Limits.from_config(self.cfg)
         served = Path(self.cfg.output_dir) / "serve"
         self.pages = TracePages(served / "traces", self.cfg.serve.keep_traces)
@@ -121,12 +120,11 @@ class VideoJudge:
         out: list = [None] * len(requests)
         for options in dict.fromkeys(r.options for _, r in requests):
             chosen = [i for i, (_, r) in enumerate(requests) if r.options == options]
-            jobs = [EpisodeJob(EpisodeInput(requests[i][0], requests[i][1].prompt,
-                                            requests[i][1].videos, requests[i][1].num_frames))
-                    for i in chosen]
+            jobs = [EpisodeJob(EpisodeInput(trace_id, r.prompt, r.videos, r.num_frames))
+                    for trace_id, r in (requests[i] for i in chosen)]
             trajectories = self.judge.episodes(
                 jobs, options.temperature, options.max_turns,
-                max_batch=self.cfg.serve.max_batch_size, cache=self.cache)
+                max_batch=self.cfg.serve.max_batch_size)
             for i, trajectory in zip(chosen, trajectories):
                 out[i] = trajectory
         return out
@@ -138,8 +136,6 @@ def resolve_model(source: str) -> Tuple[str, Dict[str, str]]:
     (names, sizes, modification times): it changes when the checkpoint is rewritten."""
     path = Path(source)
     if not path.is_dir():
-        from vrt_ray.errors import VrtError
-
         raise VrtError(f"--model {source}: not a checkpoint directory")
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
@@ -164,9 +160,13 @@ def deployment_options(cfg: DictConfig) -> dict:
 
 
 def deploy(cfg: DictConfig, model: str) -> str:
-    """Start (or join) Ray and Serve, run the judge application; returns its URL. On a
+    """Start (or join) Ray and Serve, run the judge application; returns its URL. Relative
+    paths of the config resolve here, where the command runs, not in the replicas. On a
     cluster where Serve already runs, its HTTP host and port stay as they are."""
     model_dir, model_info = resolve_model(model)
+    media_root = str(Path(cfg.serve.media_root).resolve())
+    cfg = OmegaConf.merge(cfg, {"output_dir": str(Path(cfg.output_dir).resolve()),
+                                "serve": {"media_root": media_root}})
     start_ray(cfg)
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
     judge = VideoJudge.options(**deployment_options(cfg)).bind(

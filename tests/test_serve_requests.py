@@ -212,7 +212,8 @@ def test_trace_summary_lists_turns_calls_and_frames():
                    invalid_calls=1, frames_fetched=1)
     assert trace_summary(t) == {
         "initial_frames": [{"video": "A", "index": 1}, {"video": "B", "index": 1}],
-        "turns": [{"text": "look " + call, "reply": "frames", "frames": [{"video": "B", "index": 4}],
+        "turns": [{"text": "look " + call, "reply": "frames",
+                   "frames": [{"video": "B", "index": 4}],
                    "tool_call": '{"name": "select_frames", "arguments": {"video": "B"}}'},
                   {"text": "no call", "tool_call": None, "reply": "call the tool", "frames": []}],
         "tool_calls": {"valid": 1, "invalid": 1, "failed": 0}, "frames_fetched": 1}
