@@ -29,26 +29,16 @@ class RolloutWorker:
         {"trajectories": trajectory dicts in job order, "timings": seconds preparing prompts,
         generating and running tools}. A pair whose video cannot be opened yields trajectories
         that end before their first turn, saying why."""
-        from vrt_ray.engines.base import SamplingParams
-        from vrt_ray.episodes import EpisodeJob, run_episodes
-        from vrt_ray.model_inputs import PixelBudget
-        from vrt_ray.preset import load_preset
-        from vrt_ray.protocol import Budgets, EpisodeInput
+        from vrt_ray.episodes import EpisodeJob
+        from vrt_ray.protocol import EpisodeInput
 
-        cfg = self.cfg
         episode_jobs = [EpisodeJob(EpisodeInput(j["pair_id"], j["prompt"], j["videos"],
                                                 j.get("num_frames") or self._counts(j["videos"])),
                                    j["sample_index"]) for j in jobs]
-        sampling = SamplingParams(temperature=temperature, top_p=cfg.rollout.sampling.top_p,
-                                  top_k=cfg.rollout.sampling.top_k,
-                                  max_new_tokens=cfg.protocol.max_new_tokens)
         timings: Dict[str, float] = {}
-        trajectories = run_episodes(
-            self.judge.engine, episode_jobs, load_preset(cfg.protocol.preset),
-            Budgets.from_config(cfg.protocol), sampling,
-            PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend),
-            max_batch=cfg.rollout.max_batch, max_context_tokens=cfg.protocol.max_context_tokens,
-            cache=self.cache, timings=timings)
+        trajectories = self.judge.episodes(episode_jobs, temperature,
+                                           max_batch=self.cfg.rollout.max_batch,
+                                           cache=self.cache, timings=timings)
         return {"trajectories": [t.to_dict() for t in trajectories], "timings": timings}
 
     def _counts(self, videos: Dict[str, str]) -> Dict[str, int]:

@@ -27,11 +27,13 @@ class ScriptedTurns:
 class ScriptedByPrompt:
     """A logits processor that makes each episode of a batch write its own turns: the episode
     is the one whose context contains a key of `scripts` (e.g. its prompt), its turn the number
-    of assistant turns already in that context; past the last text it repeats the last."""
+    of assistant turns already in that context; past the last text it repeats the last. With
+    `others_free`, an episode matching no key is left to the model."""
 
-    def __init__(self, tokenizer, scripts):
+    def __init__(self, tokenizer, scripts, others_free=False):
         end = tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.tokenizer = tokenizer
+        self.others_free = others_free
         self.scripts = {key: [tokenizer.encode(t, add_special_tokens=False) + [end] for t in texts]
                         for key, texts in scripts.items()}
         self.rows, self.start, self.last = [], 0, None
@@ -39,6 +41,8 @@ class ScriptedByPrompt:
     def _script(self, ids):
         text = self.tokenizer.decode(ids)
         keys = [key for key in self.scripts if key in text]
+        if not keys and self.others_free:
+            return None
         assert len(keys) == 1, f"context matches scripts {keys}"
         turns = self.scripts[keys[0]]
         return turns[min(text.count("<|im_start|>assistant") - 1, len(turns) - 1)]
@@ -53,5 +57,8 @@ class ScriptedByPrompt:
         step = input_ids.shape[1] - self.start
         forced = torch.full_like(scores, float("-inf"))
         for row, script in enumerate(self.rows):
-            forced[row, script[min(step, len(script) - 1)]] = 0.0
+            if script is None:
+                forced[row] = scores[row]
+            else:
+                forced[row, script[min(step, len(script) - 1)]] = 0.0
         return forced

@@ -55,6 +55,10 @@ BAD = [
     (["reference.num_workers=0"], "reference.num_workers", "grpo.beta"),
     (["protocol.memory_window"], "protocol.memory_window", "key=value"),
     (["protocol.memory_window.x=3"], "protocol.memory_window", "Integer"),
+    (["serve.replicas=2"], "serve.replicas", "allowed: host, port, app_name, route_prefix"),
+    (["serve.max_ongoing_requests=4"], "serve.max_ongoing_requests", ">= serve.max_batch_size"),
+    (["serve.autoscaling=true", "serve.min_replicas=3"], "serve.min_replicas", "<= serve.max"),
+    (["serve.port=70000"], "serve.port", "0 to 65535"),
 ]
 
 

@@ -228,19 +228,23 @@ class TrackingConfig:
 
 @dataclass
 class ServeConfig:
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # where the HTTP proxy listens; 0.0.0.0 for every interface
     port: int = _range(8000, 0, 65535)
-    route_prefix: str = "/"
-    num_replicas: int = _ge(1, 1)
+    app_name: str = "vrt-judge"  # the Serve application: one per served model on a cluster
+    route_prefix: str = "/"  # its URL prefix, e.g. /judge-7b beside another model's
+    num_replicas: int = _ge(1, 1)  # fixed replica count when autoscaling is off
     autoscaling: bool = False
     min_replicas: int = _ge(1, 0)
     max_replicas: int = _ge(2, 1)
-    num_cpus: float = _ge(1.0, 0.0)
+    num_cpus: float = _ge(1.0, 0.0)  # per replica
     num_gpus: float = _ge(0.0, 0.0)
-    max_batch_size: int = _ge(8, 1)
-    media_root: str = "outputs/media"  # video paths in requests resolve under here, only
-    max_upload_mb: int = _ge(200, 1)
+    max_batch_size: int = _ge(8, 1)  # requests gathered into one episode-runner call
+    batch_wait_s: float = _ge(0.05, 0.0)  # how long a batch waits to fill after its first
+    max_ongoing_requests: int = _ge(64, 1)  # per replica, running or queued for a batch
+    media_root: str = "outputs/media"  # JSON requests name videos by path under here, only
+    max_video_mb: int = _ge(200, 1)  # per video, uploaded or under the media root
     max_prompt_chars: int = _ge(4000, 1)
+    keep_traces: int = _ge(1000, 1)  # trace pages kept on disk (output_dir/serve/traces)
 
 
 @dataclass
@@ -396,6 +400,10 @@ def _check_rules(cfg: DictConfig) -> None:
     if cfg.grpo.beta > 0 and cfg.reference.num_workers == 0:
         raise ConfigError(f"reference.num_workers = 0: grpo.beta = {cfg.grpo.beta} needs a "
                           "reference policy (set grpo.beta=0 or reference.num_workers >= 1)")
+    if cfg.serve.max_ongoing_requests < cfg.serve.max_batch_size:
+        raise ConfigError(f"serve.max_ongoing_requests = {cfg.serve.max_ongoing_requests}: must "
+                          f"be >= serve.max_batch_size ({cfg.serve.max_batch_size}), or a batch "
+                          "never fills")
     if cfg.serve.autoscaling and cfg.serve.min_replicas > cfg.serve.max_replicas:
         raise ConfigError(f"serve.min_replicas = {cfg.serve.min_replicas}: must be <= "
                           f"serve.max_replicas ({cfg.serve.max_replicas})")

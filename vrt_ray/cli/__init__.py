@@ -6,11 +6,11 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from vrt_ray.cli import (config_cmd, data_cmd, eval_cmd, judge_cmd, model_cmd, submit_cmd,
-                         train_cmd, video_cmd)
+from vrt_ray.cli import (config_cmd, data_cmd, eval_cmd, judge_cmd, model_cmd, serve_cmd,
+                         submit_cmd, train_cmd, video_cmd)
 
 GROUPS = (config_cmd, model_cmd, video_cmd, data_cmd, judge_cmd, train_cmd, eval_cmd,
-          submit_cmd)
+          serve_cmd, submit_cmd)
 
 
 class UserError(Exception):
