@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vrt_ray.cli import build_parser
+from vrt_ray.cli import build_parser, parse_args
 
 VRT_RAY = shutil.which("vrt-ray") or str(Path(sys.executable).parent / "vrt-ray")
 
@@ -37,3 +37,19 @@ def test_help(command):
 def test_no_command_is_a_usage_error():
     run = subprocess.run([VRT_RAY], capture_output=True, text=True)
     assert run.returncode == 2 and "usage:" in run.stderr
+
+
+def test_overrides_may_follow_options():
+    args = parse_args(["evaluate", "tiny_cpu", "eval.batch_size=4", "--model", "m", "seed=3"])
+    assert args.model == "m" and args.overrides == ["eval.batch_size=4", "seed=3"]
+    args = parse_args(["grpo", "tiny_cpu", "--resume", "grpo.steps=2"])
+    assert args.resume and args.overrides == ["grpo.steps=2"]
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "tiny_cpu", "--model", "m", "--bogus"],
+                                  ["evaluate", "tiny_cpu", "--model", "m", "stray"],
+                                  ["video", "info", "a.mp4", "k=v"]])
+def test_other_leftovers_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(argv)
+    assert exit_.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err

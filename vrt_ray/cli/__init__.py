@@ -27,10 +27,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line; `key=value` overrides may also follow options (`CONFIG --model DIR
+    k=v`), which plain argparse refuses once an option has ended the positionals."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e
+                                                 for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from vrt_ray.errors import VrtError
 
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return args.handler(args) or 0
     except (VrtError, UserError) as exc:
