@@ -40,6 +40,8 @@ def flatten(cfg: DictConfig) -> Dict[str, str]:
 
 
 class Tracker:
+    """The MLflow run of one job (`run_id` given: continue that run)."""
+
     def __init__(self, cfg: DictConfig, run_name: str, run_id: Optional[str] = None):
         self.run_id = run_id or ""
         self.client = None
