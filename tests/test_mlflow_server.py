@@ -3,7 +3,6 @@ short warm-up job logs to it and is read back with MlflowClient (params, metrics
 registered model version, loaded back from its `models:/` URI); the same job with the server
 down completes and is synced later; a server lost mid-run is caught up after its restart."""
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -39,6 +38,9 @@ class MlflowServer:
              "--backend-store-uri", f"sqlite:///{self.root}/server.db",
              "--artifacts-destination", str(self.root / "artifacts")],
             stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
+
+    def wait(self) -> None:
+        """Until the server answers (it starts while the test's other fixtures are built)."""
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             assert self.process.poll() is None, (self.root / "server.log").read_text()[-2000:]
@@ -84,6 +86,7 @@ def test_a_job_logs_to_the_server_and_its_model_loads_from_the_registry(
         server, data, tiny_model_dir, local_ray):
     from vrt_ray.models import load_policy, load_processor
 
+    server.wait()
     summary = _warmup(data, tiny_model_dir, server.uri, "online")
     assert summary["model_version"] == "1"
     client = MlflowClient(server.uri)
@@ -116,6 +119,7 @@ def test_with_the_server_down_the_job_completes_and_is_synced_later(
     assert len(list(buffers.glob("*.jsonl"))) == 1
     print(f"offline job: {time.monotonic() - started:.1f} s")
 
+    server.wait()
     assert main(["tracking", "sync", str(buffers), "--uri", server.uri]) == 0
     client = MlflowClient(server.uri)
     version = client.get_model_version(MODEL, "2")
@@ -129,6 +133,7 @@ def test_a_server_lost_mid_run_is_caught_up_after_its_restart(server, data, capl
     from vrt_ray.tracking import Tracker
 
     caplog.set_level(logging.WARNING, logger="vrt_ray.tracking")
+    server.wait()
     cfg = config.load("tiny_cpu", [f"output_dir={data}/midrun", f"tracking.uri={server.uri}",
                                    "tracking.experiment=served"])
     tracker = Tracker(cfg, "mid-run")
@@ -142,6 +147,7 @@ def test_a_server_lost_mid_run_is_caught_up_after_its_restart(server, data, capl
     assert len([r for r in caplog.records if "unreachable" in r.getMessage()]) == 1
 
     server.start()
+    server.wait()
     assert [run_id for _, run_id in sync(data / "midrun" / "mlflow_offline")] == [tracker.run_id]
     client = MlflowClient(server.uri)
     history = client.get_metric_history(tracker.run_id, "reward_mean")
