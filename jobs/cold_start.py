@@ -133,10 +133,12 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
                 tracker.log_metrics({"eval/loss": losses[-1], "epoch": epoch + 1}, step)
         bar.close()
         learners.save(out)
+        tracker.register_model(out)
         status = "FINISHED"
     finally:
         tracker.finish(status)
         learners.shutdown()
     return {"model": out, "steps": step, "train_traces": len(train_samples),
             "held_out_traces": len(held_out), "eval_loss": losses,  # before, then per epoch
-            "tracking_run_id": tracker.run_id}
+            "tracking_run_id": tracker.run_id,
+            "model_version": tracker.model_version}

@@ -154,6 +154,7 @@ class GRPORun:
         bar.close()
         self.tracker.log_figure(reward_curve(self.tracker.history("reward_mean")),
                                 "plots/reward_mean.png")
+        self.tracker.register_model(checkpoints.latest(self.cfg.checkpointing.dir) / "policy")
         return state
 
     def step(self, pending):

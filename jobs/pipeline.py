@@ -111,7 +111,8 @@ def main(cfg: DictConfig, skip: Sequence[str] = (), start_at: Optional[str] = No
     prepare(cfg)
     start_ray(cfg)
     parent = Tracker(cfg, run_name=f"{cfg.name}-pipeline")
-    child = OmegaConf.merge(cfg, {"tracking": {"parent_run_id": parent.run_id}})
+    child = OmegaConf.merge(cfg, {"tracking": {"parent_run_id": parent.run_id,
+                                               "registered_model": ""}})  # the parent registers
     stages = list(STAGES[STAGES.index(start_at):] if start_at else STAGES)
     model = str(model or cfg.model.path)
     rows: Dict[str, Dict[str, Optional[float]]] = {}
@@ -135,6 +136,7 @@ def main(cfg: DictConfig, skip: Sequence[str] = (), start_at: Optional[str] = No
         out.write_text(text + "\n")
         parent.log_artifact(out)
         parent.log_figure(plot_rows(rows), "plots/stage_accuracy.png")
+        parent.register_model(model)
         print(text)
         status = "FINISHED"
     finally:

@@ -82,11 +82,13 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
         if not kept:  # nothing to learn from: the policy goes on unchanged
             save_checkpoint(out, load_policy(model_dir),
                             load_processor(model_dir, cfg.video.min_pixels, cfg.video.max_pixels))
+        tracker.register_model(out)
         status = "FINISHED"
     finally:
         tracker.finish(status)
     return {"model": out, "samples": len(trajectories), "kept": len(kept), "steps": steps,
-            "keep_rate": rates, "tracking_run_id": tracker.run_id}
+            "keep_rate": rates, "tracking_run_id": tracker.run_id,
+            "model_version": tracker.model_version}
 
 
 def _fine_tune(cfg: DictConfig, model_dir: str, out: str, kept: List[Trajectory],

@@ -72,10 +72,12 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
             losses.append(held_out_loss(learners, held_out))
             tracker.log_metrics({"eval/loss_before": losses[0], "eval/loss": losses[-1]}, w.steps)
         learners.save(out)
+        tracker.register_model(out)
         status = "FINISHED"
     finally:
         tracker.finish(status)
         learners.shutdown()
     return {"model": out, "steps": w.steps, "train_captions": len(train),
             "held_out_captions": len(held_out), "eval_loss": losses,
-            "tracking_run_id": tracker.run_id}
+            "tracking_run_id": tracker.run_id,
+            "model_version": tracker.model_version}

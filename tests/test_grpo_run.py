@@ -69,6 +69,10 @@ def test_two_steps_learn_sync_and_log(run, workdir):
         == [B * G, B * G]
     kl = client.get_metric_history(state.tracking_run_id, "learner/kl")
     assert kl and all(m.value >= -1e-6 for m in kl)  # k3 is non-negative
+    (version,) = client.search_model_versions("name='vrt-ray-tiny'")  # the final policy
+    assert version.run_id == state.tracking_run_id
+    assert "policy/model.safetensors" in {a.path for a in client.list_artifacts(version.run_id,
+                                                                                "policy")}
 
 
 def test_each_video_is_decoded_by_one_worker_only(run):

@@ -40,3 +40,5 @@ def test_short_pipeline_runs_every_stage_and_logs_the_table(tmp_path, capsys):
     assert names == sorted(["warmup", "start", "rft", "grpo", "eval", "eval", "eval", "eval"])
     artifacts = [a.path for a in client.list_artifacts(parent.info.run_id)]
     assert "stage_table.txt" in artifacts and "plots" in artifacts
+    (version,) = client.search_model_versions("name='vrt-ray-tiny'")  # once, by the parent
+    assert version.run_id == parent.info.run_id

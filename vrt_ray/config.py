@@ -220,7 +220,7 @@ class EvalConfig:
 @dataclass
 class TrackingConfig:
     enabled: bool = True
-    uri: str = "sqlite:///outputs/mlflow.db"  # MLflow tracking URI
+    uri: str = "sqlite:///outputs/mlflow.db"  # MLflow tracking URI (a local store, or http(s)://)
     experiment: str = "vrt-ray"
     registered_model: str = ""  # register the final policy under this name; empty: don't
     parent_run_id: str = ""  # nest this job's run under that one (the pipeline sets it)

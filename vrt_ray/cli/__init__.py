@@ -7,10 +7,10 @@ import sys
 from typing import Optional, Sequence
 
 from vrt_ray.cli import (config_cmd, data_cmd, eval_cmd, judge_cmd, model_cmd, serve_cmd,
-                         submit_cmd, train_cmd, video_cmd)
+                         submit_cmd, tracking_cmd, train_cmd, video_cmd)
 
 GROUPS = (config_cmd, model_cmd, video_cmd, data_cmd, judge_cmd, train_cmd, eval_cmd,
-          serve_cmd, submit_cmd)
+          serve_cmd, submit_cmd, tracking_cmd)
 
 
 class UserError(Exception):

@@ -23,8 +23,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--video-root", metavar="DIR",
                           help="where the file's relative video paths resolve (default: "
                                "eval.video_root, else the file's folder)")
-    evaluate.add_argument("--model", metavar="DIR",
-                          help="checkpoint to evaluate (default: model.path)")
+    evaluate.add_argument("--model", metavar="DIR|URI",
+                          help="checkpoint directory or models:/NAME/VERSION to evaluate "
+                               "(default: model.path)")
     evaluate.add_argument("--out", metavar="DIR",
                           help="output folder (default: output_dir/eval)")
     evaluate.set_defaults(handler=_evaluate)
@@ -34,11 +35,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     import logging
 
     from vrt_ray import config
+    from vrt_ray.registry import local_model_dir
 
     chosen = {"eval.data": args.data, "eval.format": args.format,
-              "eval.video_root": args.video_root, "model.path": args.model}
+              "eval.video_root": args.video_root}
     cfg = config.load(args.config, [*args.overrides,
                                     *(f"{k}={v}" for k, v in chosen.items() if v is not None)])
+    if args.model:
+        cfg.model.path = local_model_dir(args.model, cfg.tracking.uri)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from jobs import evaluate
     from jobs.evaluate import table_text

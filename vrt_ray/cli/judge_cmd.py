@@ -12,8 +12,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "the verdict per dimension and overall; optionally write the HTML trace.")
     judge.add_argument("video_a", metavar="VIDEO_A")
     judge.add_argument("video_b", metavar="VIDEO_B")
-    judge.add_argument("--model", required=True, metavar="DIR",
-                       help="a Qwen2.5-VL checkpoint directory")
+    judge.add_argument("--model", required=True, metavar="DIR|URI",
+                       help="a Qwen2.5-VL checkpoint directory or models:/NAME/VERSION (the "
+                            "config's tracking URI)")
     judge.add_argument("--prompt", required=True, help="the text prompt both videos were made for")
     judge.add_argument("--config", default=None, metavar="CONFIG",
                        help="run config (YAML path or name under configs/; default tiny_cpu)")
@@ -29,13 +30,15 @@ def _judge(args: argparse.Namespace) -> int:
     from vrt_ray import config
     from vrt_ray.cli import UserError
     from vrt_ray.judge import Judge, frame_counts, verdict_table
+    from vrt_ray.registry import local_model_dir
     from vrt_ray.report import write_html
 
     if not args.prompt.strip():
         raise UserError("--prompt is empty")
     cfg = config.load(args.config, args.overrides)
     frame_counts({"A": args.video_a, "B": args.video_b}, cfg.video.backend)  # fail before loading
-    trajectory = Judge.load(args.model, cfg).judge(args.prompt, args.video_a, args.video_b,
+    model = local_model_dir(args.model, cfg.tracking.uri)
+    trajectory = Judge.load(model, cfg).judge(args.prompt, args.video_a, args.video_b,
                                                    temperature=args.temperature)
     verdicts = verdict_table(trajectory, cfg.protocol.dimensions)
     if args.html:

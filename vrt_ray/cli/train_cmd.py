@@ -10,8 +10,8 @@ def _stage(commands, name: str, help: str, description: str, handler, model_out:
                         help="run config (YAML path or name under configs/, e.g. tiny_cpu)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     if model_out:
-        parser.add_argument("--model", metavar="DIR",
-                            help="start from this checkpoint (default model.path)")
+        parser.add_argument("--model", metavar="DIR|URI", help="start from this checkpoint "
+                            "directory or models:/NAME/VERSION (default model.path)")
         parser.add_argument("--out", metavar="DIR", help="where the trained policy goes "
                                                          f"(default <output_dir>/{name.replace('-', '_')})")
     parser.set_defaults(handler=handler)
@@ -48,8 +48,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                           help=f"stages to leave out ({', '.join(STAGES)})")
     pipeline.add_argument("--start-at", choices=STAGES, metavar="STAGE",
                           help="begin with this stage (earlier ones are not run)")
-    pipeline.add_argument("--model", metavar="DIR",
-                          help="the checkpoint the first stage starts from (default model.path)")
+    pipeline.add_argument("--model", metavar="DIR|URI",
+                          help="the checkpoint (directory or models:/NAME/VERSION) the first "
+                               "stage starts from (default model.path)")
 
 
 def _load(args: argparse.Namespace):
@@ -62,6 +63,13 @@ def _load(args: argparse.Namespace):
     return cfg
 
 
+def _model_arg(args: argparse.Namespace, cfg):
+    """`--model` as a local directory (a registry URI downloaded), or None."""
+    from vrt_ray.registry import local_model_dir
+
+    return local_model_dir(args.model, cfg.tracking.uri) if args.model else None
+
+
 def _model_stage(job: str):
     """The handler of a stage whose job's `main(cfg, model, out)` returns a summary."""
     def handler(args: argparse.Namespace) -> int:
@@ -69,7 +77,8 @@ def _model_stage(job: str):
         import json
 
         cfg = _load(args)
-        summary = importlib.import_module(f"jobs.{job}").main(cfg, args.model, args.out)
+        summary = importlib.import_module(f"jobs.{job}").main(cfg, _model_arg(args, cfg),
+                                                              args.out)
         print(json.dumps(summary, indent=2))
         return 0
 
@@ -90,5 +99,5 @@ def _pipeline(args: argparse.Namespace) -> int:
     cfg = _load(args)
     from jobs import pipeline
 
-    pipeline.main(cfg, skip=args.skip, start_at=args.start_at, model=args.model)
+    pipeline.main(cfg, skip=args.skip, start_at=args.start_at, model=_model_arg(args, cfg))
     return 0
