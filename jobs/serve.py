@@ -23,7 +23,7 @@ from ray import serve
 from starlette.exceptions import HTTPException
 
 from jobs.grpo import start_ray
-from vrt_ray.errors import VrtError
+from vrt_ray.registry import local_model_dir, parse_model_uri
 from vrt_ray.serve_requests import (JudgeRequest, Limits, MultipartReader, RequestError,
                                     check_videos, parse_form, parse_json_body)
 
@@ -130,13 +130,14 @@ class VideoJudge:
         return out
 
 
-def resolve_model(source: str) -> Tuple[str, Dict[str, str]]:
+def resolve_model(source: str, tracking_uri: str) -> Tuple[str, Dict[str, str]]:
     """(local checkpoint directory, {"source", "version"}) for `--model`; the one place a
-    model reference becomes a directory. A directory's version is a fingerprint of its files
-    (names, sizes, modification times): it changes when the checkpoint is rewritten."""
-    path = Path(source)
-    if not path.is_dir():
-        raise VrtError(f"--model {source}: not a checkpoint directory")
+    model reference becomes a directory. A registry URI's version is NAME/VERSION; a
+    directory's is a fingerprint of its files (names, sizes, modification times): it changes
+    when the checkpoint is rewritten."""
+    path = Path(local_model_dir(source, tracking_uri))
+    if parse_model_uri(source):
+        return str(path.resolve()), {"source": source, "version": f"{path.parent.name}/{path.name}"}
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         stat = file.stat()
@@ -163,7 +164,7 @@ def deploy(cfg: DictConfig, model: str) -> str:
     """Start (or join) Ray and Serve, run the judge application; returns its URL. Relative
     paths of the config resolve here, where the command runs, not in the replicas. On a
     cluster where Serve already runs, its HTTP host and port stay as they are."""
-    model_dir, model_info = resolve_model(model)
+    model_dir, model_info = resolve_model(model, cfg.tracking.uri)
     media_root = str(Path(cfg.serve.media_root).resolve())
     cfg = OmegaConf.merge(cfg, {"output_dir": str(Path(cfg.output_dir).resolve()),
                                 "serve": {"media_root": media_root}})

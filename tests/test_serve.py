@@ -3,6 +3,7 @@ multipart uploads), every kind of bad input with its status and message, 16 conc
 requests, served verdicts equal to `vrt-ray evaluate`'s, and the trace page opened in headless
 Chromium with every frame decoded and the verdicts visible."""
 import json
+import os
 import shutil
 import signal
 import socket
@@ -101,7 +102,7 @@ def test_cli_refuses_a_missing_model(tmp_path, capsys):
     from vrt_ray.cli import main
 
     assert main(["serve", "tiny_cpu", "--model", str(tmp_path / "none")]) == 2
-    assert "--model" in capsys.readouterr().err
+    assert "no such model directory" in capsys.readouterr().err
 
 
 def test_deployment_options_follow_the_config():
@@ -222,17 +223,31 @@ def test_served_verdicts_equal_the_offline_evaluation(served):
         assert answer["trace"] == trace_summary(trajectory), pid  # every turn's text and frame
 
 
-def test_cli_serves_a_second_app_until_ctrl_c(served, tiny_model_dir):
-    """`vrt-ray serve` in its own process, joining this Ray as a second application beside
-    the first: it prints the URL, answers there, and on SIGINT takes its app down and exits 0."""
+def test_cli_serves_a_registered_model_as_a_second_app_until_ctrl_c(served, tiny_model_dir,
+                                                                      tmp_path):
+    """`vrt-ray serve CONFIG --model models:/NAME/1` in its own process: the tiny model is
+    registered in an MLflow store first; the command joins this Ray as a second application
+    beside the first, prints the URL, answers there, and on SIGINT takes its app down and exits
+    0."""
+    from mlflow.tracking import MlflowClient
+
+    from vrt_ray.registry import register
+
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(store)
+    run = client.create_run(client.create_experiment(
+        "serve-test", artifact_location=(tmp_path / "artifacts").as_uri())).info.run_id
+    assert register(client, run, "tiny-serve", str(tiny_model_dir)) == "1"
     port = served.cfg.serve.port
-    command = [sys.executable, "-m", "vrt_ray", "serve", "--model", str(tiny_model_dir),
-               "tiny_cpu", f"ray.address={ray.get_runtime_context().gcs_address}",
+    command = [sys.executable, "-m", "vrt_ray", "serve", "tiny_cpu", "--model",
+               "models:/tiny-serve/1", f"tracking.uri={store}",
+               f"ray.address={ray.get_runtime_context().gcs_address}",
                f"serve.port={port}", "serve.app_name=cli", "serve.route_prefix=/cli",
                f"serve.media_root={served.media}", f"output_dir={served.out}/cli",
                "serve.num_cpus=0.25"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True, cwd=Path(__file__).parent.parent)
+                               text=True, cwd=Path(__file__).parent.parent,
+                               env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
     try:
         lines = []  # a library may print a warning on stdout first
         while not lines or not lines[-1].startswith("serving the judge at"):
@@ -240,7 +255,7 @@ def test_cli_serves_a_second_app_until_ctrl_c(served, tiny_model_dir):
             assert lines[-1], f"vrt-ray serve ended: {lines}"
         assert lines[-1].startswith(f"serving the judge at http://127.0.0.1:{port}/cli "), lines
         health = requests.get(f"http://127.0.0.1:{port}/cli/healthz", timeout=30).json()
-        assert health["model"]["source"] == str(tiny_model_dir)
+        assert health["model"] == {"source": "models:/tiny-serve/1", "version": "tiny-serve/1"}
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=120) == 0
     finally:
