@@ -13,7 +13,7 @@ the primed model, where every step learns:
 A second GRPORun, again from the primed model: the learning check, `--steps` steps through
 `GRPORun.train()`, with the mean-reward curve (also in the run's MLflow store, with the reward
 plot train() draws) and the format, accuracy and entropy curves that explain it. Its defaults
-(temperature 0.7, 4 pairs x 8 episodes, lr 3e-4) are those under which the reward rises;
+(temperature 0.7, 4 pairs x 8 episodes, lr 2e-4) are those under which the reward rises;
 docs/benchmarks.md says why.
 Progress goes to stderr. Usage: python benchmarks/grpo_step.py [--quick] [--workdir DIR]
 """
@@ -219,7 +219,7 @@ def main():
                         help="120 leaves the format at ~35%% of answers at temperature 1")
     parser.add_argument("--pairs-per-step", type=int, default=4)
     parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--beta", type=float, default=0.01)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--loss-agg", default="token-mean",
