@@ -179,9 +179,9 @@ def deploy(cfg: DictConfig, model: str) -> str:
 def main(cfg: DictConfig, model: str) -> None:
     """Serve until Ctrl-C, then take the application down."""
     url = deploy(cfg, model)
-    print(f"serving the judge at {url} (POST /v1/judge, GET /healthz, GET /v1/trace/ID); "
-          "Ctrl-C stops", flush=True)
     try:
+        print(f"serving the judge at {url} (POST /v1/judge, GET /healthz, GET /v1/trace/ID); "
+              "Ctrl-C stops", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

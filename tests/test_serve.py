@@ -245,7 +245,8 @@ def test_cli_serves_a_registered_model_as_a_second_app_until_ctrl_c(served, tiny
                f"serve.port={port}", "serve.app_name=cli", "serve.route_prefix=/cli",
                f"serve.media_root={served.media}", f"output_dir={served.out}/cli",
                "serve.num_cpus=0.25"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    log = open(tmp_path / "serve.log", "w")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log,
                                text=True, cwd=Path(__file__).parent.parent,
                                env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
     try:
@@ -257,10 +258,12 @@ def test_cli_serves_a_registered_model_as_a_second_app_until_ctrl_c(served, tiny
         health = requests.get(f"http://127.0.0.1:{port}/cli/healthz", timeout=30).json()
         assert health["model"] == {"source": "models:/tiny-serve/1", "version": "tiny-serve/1"}
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=120) == 0
+        assert process.wait(timeout=300) == 0  # the app's replicas stop gracefully first
     finally:
         if process.poll() is None:
             process.kill()
+        log.close()
+        print((tmp_path / "serve.log").read_text()[-5000:])  # shown when the test fails
     assert requests.get(f"http://127.0.0.1:{port}/cli/healthz", timeout=30).status_code == 404
     assert requests.get(f"{served.url}/healthz", timeout=30).status_code == 200
 
