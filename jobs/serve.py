@@ -1,4 +1,4 @@
-"""`vrt-ray serve CONFIG --model DIR`: the judge as a Ray Serve application (docs/serve.md).
+"""`vrt-ray serve CONFIG --model DIR|URI`: the judge as a Ray Serve application (docs/serve.md).
 
 `VideoJudge` replicas each load the model once with `Judge.load` and run requests through the
 same episode runner as rollouts and `vrt-ray evaluate`, so a served greedy verdict equals the
@@ -11,6 +11,7 @@ reads the route signatures' types at run time.)
 import asyncio
 import hashlib
 import shutil
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -177,8 +178,16 @@ def deploy(cfg: DictConfig, model: str) -> str:
 
 
 def main(cfg: DictConfig, model: str) -> None:
-    """Serve until Ctrl-C, then take the application down."""
+    """Serve until Ctrl-C or SIGTERM, then take the application down. Both signals are handled
+    and unblocked here: a process can inherit SIGINT ignored (started in the background by a
+    script) or blocked (by a parent thread's signal mask)."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
     url = deploy(cfg, model)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         print(f"serving the judge at {url} (POST /v1/judge, GET /healthz, GET /v1/trace/ID); "
               "Ctrl-C stops", flush=True)
