@@ -37,8 +37,8 @@ class PendingRollout:
     order: List[EpisodeKey]
     temperature: float
     journal: EpisodeJournal = field(default_factory=EpisodeJournal)
+    # call -> (worker, its episodes, the time by which it must answer)
     calls: Dict[ray.ObjectRef, Tuple[int, List[dict], float]] = field(default_factory=dict)
-    # ^ call -> (worker, its episodes, the time by which it must answer)
     results: Dict[EpisodeKey, dict] = field(default_factory=dict)
     failures: int = 0  # calls lost to a dead or hung worker
     timings: Dict[str, float] = field(default_factory=dict)  # the workers' seconds, summed
