@@ -185,8 +185,9 @@ class LearnerWorker:
         return metrics
 
     def logprobs(self, shard: Shard) -> List[Optional[List[float]]]:
-        """Per-token log-probs (position p: log p(ids[p] | ids[:p])) of each shard item with a
-        nonzero weight; one forward per plan entry, so ranks run as many as their peers."""
+        """Per-token log-probs of each shard item with a nonzero weight, on its action tokens
+        (position p: log p(ids[p] | ids[:p]); 0 elsewhere); one forward per plan entry, so ranks
+        run as many as their peers."""
         import torch
 
         self.engine.eval()
@@ -194,7 +195,7 @@ class LearnerWorker:
         with torch.no_grad():
             for i, w in (entry for group in shard.micro_batches for entry in group):
                 values = sequence_logprobs(self.model, self.processor, shard.items[i],
-                                           cache=self.cache).tolist()
+                                           cache=self.cache, action_only=True).tolist()
                 if w:
                     out[i] = values
         return out

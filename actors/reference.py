@@ -19,7 +19,8 @@ class ReferencePolicy:
         self.model.requires_grad_(False)
 
     def logprobs(self, items: Sequence, temperature: float = 1.0) -> List[List[float]]:
-        """Per-token log-probs of each TrainSequence (position p: log p(ids[p] | ids[:p]))."""
+        """Per-token log-probs of each TrainSequence on its action tokens (position p:
+        log p(ids[p] | ids[:p]); 0 elsewhere)."""
         import torch
 
         from vrt_ray.frame_cache import default_cache
@@ -27,4 +28,5 @@ class ReferencePolicy:
 
         with torch.no_grad():
             return [sequence_logprobs(self.model, self.processor, it, temperature,
-                                      cache=default_cache()).tolist() for it in items]
+                                      cache=default_cache(), action_only=True).tolist()
+                    for it in items]

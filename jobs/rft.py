@@ -1,5 +1,6 @@
 """`vrt-ray rft CONFIG [key=value ...]`: rejection-sampling fine-tuning. The rollout workers
-sample `rft.samples_per_pair` episodes of every training pair at `rft.temperature`; the verifier
+sample `rft.samples_per_pair` episodes of every training pair (or of a seeded `rft.pairs` of
+them) at `rft.temperature`; the verifier
 keeps those it marks `all_correct` (format, every labelled dimension and overall right); copies
 with the same generated text are dropped; the learner group fine-tunes on the rest with the same
 SFT code as the cold start. The keep rate per dimension and overall is logged."""
@@ -38,6 +39,14 @@ def select(trajectories: Sequence[dict], scores: Sequence[dict]) -> List[Traject
     return kept
 
 
+def sampled_pairs(pairs: Sequence, count: int, seed: int) -> list:
+    """`count` of the pairs (all when 0 or more than there are), a seeded choice in file order."""
+    if not count or count >= len(pairs):
+        return list(pairs)
+    chosen = set(random.Random(seed).sample(range(len(pairs)), count))
+    return [p for i, p in enumerate(pairs) if i in chosen]
+
+
 def sample(cfg: DictConfig, model_dir: str, pairs) -> tuple:
     """k episodes of every pair and their scores."""
     pool = RolloutPool(cfg, model_dir)
@@ -68,7 +77,7 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     `out` (default `<output_dir>/rft`) and returns a summary."""
     model_dir = model_dir or cfg.model.path
     out = out or str(Path(cfg.output_dir) / "rft")
-    pairs = training_pairs(cfg)
+    pairs = sampled_pairs(training_pairs(cfg), cfg.rft.pairs, cfg.seed)
     start_ray(cfg)
     tracker = Tracker(cfg, run_name=f"{cfg.name}-rft")
     status = "FAILED"

@@ -109,6 +109,22 @@ def test_labels_are_only_the_assistants_own_tokens(items, tiny_model_dir):
     assert n_images > 0
 
 
+def test_action_only_scoring_equals_the_full_pass_on_action_tokens(items, tiny_model_dir):
+    """The LM head run on action positions only gives the full pass's log-probs there, 0 at
+    every other position."""
+    model, processor = load_policy(tiny_model_dir), load_processor(tiny_model_dir)
+    cache = FrameCache(1 << 26)
+    for it in items[:2]:
+        with torch.no_grad():
+            full = sequence_logprobs(model, processor, it, cache=cache)
+            action = sequence_logprobs(model, processor, it, cache=cache, action_only=True)
+        mask = torch.tensor(it.seq.action_mask)
+        mask[0] = False
+        assert mask.any() and (~mask).any()
+        assert torch.allclose(action[mask], full[mask], atol=1e-5)
+        assert (action[~mask] == 0).all() and (full[~mask][1:] != 0).any()
+
+
 def test_grpo_loss_on_policy_is_minus_the_advantage_and_kl_follows_the_reference(items, tiny_model_dir):
     """On-policy (old log-probs = current) the ratio is 1, so token-mean pg_loss = -mean A over
     action tokens; a weight-0 sequence counts for nothing; a reference 0.1 nats below the
@@ -174,7 +190,8 @@ def local_logprobs(state, tiny_model_dir, items):
     model.load_state_dict(state)
     processor = load_processor(tiny_model_dir)
     with torch.no_grad():
-        return [sequence_logprobs(model, processor, it, cache=FrameCache(1 << 26)) for it in items]
+        return [sequence_logprobs(model, processor, it, cache=FrameCache(1 << 26), action_only=True)
+                for it in items]
 
 
 def test_group_logprobs_equal_a_local_forward_pass(group, items, tiny_model_dir):

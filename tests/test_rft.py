@@ -74,6 +74,17 @@ def test_fine_tuning_on_kept_trajectories_lowers_their_loss(setup):
     assert loss_of(root / "tuned") < before
 
 
+def test_sampled_pairs_are_a_seeded_subset_in_file_order():
+    from jobs.rft import sampled_pairs
+
+    pairs = list("abcdefgh")
+    assert sampled_pairs(pairs, 0, 1) == pairs and sampled_pairs(pairs, 9, 1) == pairs
+    three = sampled_pairs(pairs, 3, 1)
+    assert len(three) == 3 and three == sorted(three) and set(three) <= set(pairs)
+    assert sampled_pairs(pairs, 3, 1) == three
+    assert any(sampled_pairs(pairs, 3, seed) != three for seed in range(2, 6))
+
+
 def test_an_rft_run_samples_every_pair_and_logs_keep_rates(setup):
     from jobs import rft
     from vrt_ray.models import load_policy

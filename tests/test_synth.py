@@ -304,13 +304,19 @@ def _tree_hash(root: Path) -> str:
     return h.hexdigest()
 
 
-def test_same_seed_same_bytes(tmp_path):
+def test_same_seed_same_bytes_with_any_number_of_workers(tmp_path):
     hashes = []
-    for folder, seed in (("one", 7), ("two", 7), ("three", 8)):
+    for folder, seed, workers in (("one", 7, 1), ("two", 7, 2), ("three", 8, 2)):
         generate(tmp_path / folder, SynthSettings(pairs=3, seed=seed, max_frames=40),
-                 progress=False)
+                 progress=False, workers=workers)
         hashes.append(_tree_hash(tmp_path / folder))
     assert hashes[0] == hashes[1] != hashes[2]
+
+
+def test_zero_workers_are_refused(tmp_path):
+    with pytest.raises(SynthError, match=re.escape("--workers 0")):
+        generate(tmp_path, SynthSettings(pairs=1), progress=False, workers=0)
+    assert not list((tmp_path / "videos").iterdir())
 
 
 def test_split_counts_are_honoured(tmp_path):

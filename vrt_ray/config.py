@@ -182,6 +182,7 @@ class ColdStartConfig:
 @dataclass
 class RFTConfig:
     enabled: bool = True
+    pairs: int = _ge(0, 0)  # training pairs sampled (a seeded subset); 0: every one
     samples_per_pair: int = _ge(4, 1)
     temperature: float = _ge(1.0, 0.0)
     epochs: int = _ge(1, 1)

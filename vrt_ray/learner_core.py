@@ -89,27 +89,39 @@ def shard_plan(lengths: Sequence[int], world_size: int, max_tokens: int,
 
 
 def _token_scores(model, processor, item: TrainSequence, temperature: float,
-                  cache: Optional[FrameCache], with_entropy: bool):
+                  cache: Optional[FrameCache], with_entropy: bool, action_only: bool):
+    """Per-position log-probs (and entropies) of one sequence, 0 where not computed. With
+    `action_only`, the LM head runs only on the positions that predict action tokens: the other
+    positions' logits (most of a multi-turn context) are never made."""
     ids = item.seq.input_ids
     images, videos = item.source(cache).visuals(item.seq.visuals)
     device = next(model.parameters()).device
     inputs = {k: v.to(device) for k, v in rebuild_inputs(processor, ids, images, videos).items()}
-    logits = model(**inputs, use_cache=False).logits[0].float() / temperature
-    logp = torch.log_softmax(logits[:-1], -1)
-    targets = inputs["input_ids"][0, 1:]
-    out = torch.cat([logp.new_zeros(1), logp.gather(-1, targets[:, None])[:, 0]])
-    if not with_entropy:
-        return out, None
-    with torch.no_grad():
-        entropy = torch.cat([logp.new_zeros(1), -(logp.exp() * logp).sum(-1)])
+    targets = inputs["input_ids"][0]
+    if action_only:
+        scored = torch.tensor([p for p, a in enumerate(item.seq.action_mask) if a and p > 0],
+                              dtype=torch.long, device=device)
+    else:
+        scored = torch.arange(1, len(ids), device=device)
+    out = torch.zeros(len(ids), device=device)
+    entropy = torch.zeros(len(ids), device=device) if with_entropy else None
+    if not len(scored):
+        return out, entropy
+    logits = model(**inputs, use_cache=False, logits_to_keep=scored - 1).logits[0].float()
+    logp = torch.log_softmax(logits / temperature, -1)
+    out = out.index_put((scored,), logp.gather(-1, targets[scored][:, None])[:, 0])
+    if with_entropy:
+        with torch.no_grad():
+            entropy[scored] = -(logp.exp() * logp).sum(-1)
     return out, entropy
 
 
 def sequence_logprobs(model, processor, item: TrainSequence, temperature: float = 1.0,
-                      cache: Optional[FrameCache] = None) -> torch.Tensor:
-    """[len(ids)]: position p holds log p(ids[p] | ids[:p]) (0 at p = 0), from one forward pass
-    on the rebuilt inputs; differentiable."""
-    return _token_scores(model, processor, item, temperature, cache, False)[0]
+                      cache: Optional[FrameCache] = None, action_only: bool = False) -> torch.Tensor:
+    """[len(ids)]: position p holds log p(ids[p] | ids[:p]) (0 at p = 0, and with `action_only`
+    0 at every position that is not an action token), from one forward pass on the rebuilt
+    inputs; differentiable."""
+    return _token_scores(model, processor, item, temperature, cache, False, action_only)[0]
 
 
 def _padded(rows: Sequence[Sequence[float]], length: int) -> torch.Tensor:
@@ -145,7 +157,8 @@ def grpo_loss_for(model, processor, items: Sequence[TrainSequence], advantages: 
     `ref_logprobs` per sequence, aligned with its ids (None where there is none). A sequence of
     weight 0 (a padding copy) is scored but masked out of the loss."""
     length = max(len(it) for it in items)
-    scored = [_token_scores(model, processor, it, temperature, cache, True) for it in items]
+    scored = [_token_scores(model, processor, it, temperature, cache, True, True)
+              for it in items]
     logprobs = torch.stack([torch.nn.functional.pad(lp, (0, length - lp.numel())) for lp, _ in scored])
     entropy = torch.stack([torch.nn.functional.pad(e, (0, length - e.numel())) for _, e in scored])
     weights = [1.0] * len(items) if weights is None else list(weights)
@@ -179,7 +192,7 @@ def sft_loss_for(model, processor, items: Sequence[TrainSequence],
     total, count = None, 0
     weights = [1.0] * len(items) if weights is None else list(weights)
     for it, w in zip(items, weights):
-        logprobs = sequence_logprobs(model, processor, it, cache=cache)
+        logprobs = sequence_logprobs(model, processor, it, cache=cache, action_only=True)
         mask = torch.tensor([l != IGNORE_INDEX for l in sft_labels(it)], device=logprobs.device)
         mask[0] = False  # nothing predicts the first token
         mask = mask & (w != 0)

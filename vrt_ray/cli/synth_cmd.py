@@ -29,6 +29,8 @@ def add_synth(data_subparsers: argparse._SubParsersAction) -> None:
                        help="teacher: tool calls per episode (default 6)")
     synth.add_argument("--max-frames-per-call", type=int, default=8, metavar="N",
                        help="teacher: frames per tool call (default 8)")
+    synth.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="processes making pairs (default: one per core)")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_synth)
 
@@ -42,6 +44,7 @@ def _synth(args: argparse.Namespace) -> int:
         pairs=args.pairs, seed=args.seed, min_frames=args.min_frames, max_frames=args.max_frames,
         size=args.size, fps=args.fps, initial_frames=args.initial_frames,
         max_turns=args.max_turns, max_frames_per_call=args.max_frames_per_call)
-    summary = generate(args.out, settings, progress=not args.no_progress)
+    summary = generate(args.out, settings, progress=not args.no_progress,
+                       workers=args.workers)
     print(json.dumps(summary, indent=2))
     return 0

@@ -11,6 +11,7 @@ Same seed, same bytes.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,8 +312,33 @@ def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
             f.write(json.dumps(row, sort_keys=True) + "\n")
 
 
-def generate(out: Path, s: SynthSettings, progress: bool = True) -> dict:
-    """Write the data set into `out` (pairs, videos, splits, traces, captions); return a summary."""
+_TEACHERS: Dict[Tuple[str, int, int, int], Teacher] = {}  # per process: its frame cache
+
+
+def _make_one(index: int, s: SynthSettings, out: Path) -> tuple:
+    """Pair `index` rendered, its teacher trace checked, its captions: (pair, trace, captions)."""
+    key = (str(out), s.initial_frames, s.max_turns, s.max_frames_per_call)
+    if key not in _TEACHERS:
+        _TEACHERS[key] = Teacher(*video_reader(out), initial_frames=s.initial_frames,
+                                 max_turns=s.max_turns, max_frames_per_call=s.max_frames_per_call)
+    pair, states = make_pair(index, s, out)
+    trace = _TEACHERS[key].run(PreferencePair(pair.id, pair.prompt, pair.video_a, pair.video_b))
+    trace["found"] = check_trace(trace, pair)
+    captions = _captions(pair, states, parse_prompt(pair.prompt)[3],
+                         np.random.default_rng([s.seed, index, 1]))
+    return pair, trace, captions
+
+
+def generate(out: Path, s: SynthSettings, progress: bool = True,
+             workers: Optional[int] = None) -> dict:
+    """Write the data set into `out` (pairs, videos, splits, traces, captions); return a summary.
+    Pairs are made by `workers` processes (default: one per core); every pair depends only on
+    the seed and its index, so the files are the same for any number of workers."""
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+    from itertools import repeat
+    from multiprocessing import get_context
+
     from tqdm import tqdm
 
     s.validate()
@@ -322,18 +348,19 @@ def generate(out: Path, s: SynthSettings, progress: bool = True) -> dict:
         videos_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SynthError(f"cannot create {videos_dir}: {exc.strerror}") from None
-    teacher = Teacher(*video_reader(out), initial_frames=s.initial_frames,
-                      max_turns=s.max_turns, max_frames_per_call=s.max_frames_per_call)
+    if workers is not None and workers < 1:
+        raise SynthError(f"--workers {workers}: must be at least 1")
+    workers = min(workers or os.cpu_count() or 1, s.pairs)
     start = time.perf_counter()
-    pairs, traces, captions = [], [], []
-    for index in tqdm(range(s.pairs), desc="synth pairs", unit="pair", disable=not progress):
-        pair, states = make_pair(index, s, out)
-        trace = teacher.run(PreferencePair(pair.id, pair.prompt, pair.video_a, pair.video_b))
-        trace["found"] = check_trace(trace, pair)
-        pairs.append(pair)
-        traces.append(trace)
-        captions += _captions(pair, states, parse_prompt(pair.prompt)[3],
-                              np.random.default_rng([s.seed, index, 1]))
+    bar = partial(tqdm, total=s.pairs, desc="synth pairs", unit="pair", disable=not progress)
+    if workers == 1:
+        made = [_make_one(index, s, out) for index in bar(range(s.pairs))]
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            made = list(bar(pool.map(_make_one, range(s.pairs), repeat(s), repeat(out))))
+    pairs = [pair for pair, _, _ in made]
+    traces = [trace for _, trace, _ in made]
+    captions = [row for _, _, rows in made for row in rows]
     order = np.random.default_rng([s.seed, 2**31]).permutation(len(pairs))
     bounds = np.cumsum([0, *(s.split or [round(frac * len(pairs)) for _, frac in SPLITS])])
     bounds[-1] = len(pairs)
