@@ -355,6 +355,7 @@ def generate(out: Path, s: SynthSettings, progress: bool = True,
     bar = partial(tqdm, total=s.pairs, desc="synth pairs", unit="pair", disable=not progress)
     if workers == 1:
         made = [_make_one(index, s, out) for index in bar(range(s.pairs))]
+        _TEACHERS.clear()  # its frame cache is not kept past the data set
     else:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             made = list(bar(pool.map(_make_one, range(s.pairs), repeat(s), repeat(out))))
