@@ -105,8 +105,8 @@ def _token_scores(model, processor, item: TrainSequence, temperature: float,
         scored = torch.arange(1, len(ids), device=device)
     out = torch.zeros(len(ids), device=device)
     entropy = torch.zeros(len(ids), device=device) if with_entropy else None
-    if not len(scored):
-        return out, entropy
+    # The forward runs even with nothing to score: ranks stay in step (ZeRO-3 gathers) and the
+    # result stays on the graph.
     logits = model(**inputs, use_cache=False, logits_to_keep=scored - 1).logits[0].float()
     logp = torch.log_softmax(logits / temperature, -1)
     out = out.index_put((scored,), logp.gather(-1, targets[scored][:, None])[:, 0])
