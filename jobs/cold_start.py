@@ -30,6 +30,7 @@ from vrt_ray.models import load_processor
 from vrt_ray.preset import load_preset
 from vrt_ray.protocol import Budgets
 from vrt_ray.sft import check_initial_view, trace_trajectory
+from vrt_ray.token_loss import TokenClasses, loss_by_class
 from vrt_ray.tracking import Tracker
 from vrt_ray.trajectory import Trajectory
 
@@ -86,15 +87,16 @@ def trace_samples(cfg: DictConfig, model_dir: str, traces: List[dict]) -> List[L
     return [train_sequences(t) for t in trace_trajectories(cfg, model_dir, traces)]
 
 
-def held_out_loss(learners: LearnerGroup, items: List[TrainSequence]) -> float:
-    """Mean negative log-likelihood per assistant token."""
-    values = learners.logprobs(items)
-    total = count = 0
-    for item, logprobs in zip(items, values):
-        for masked, lp in zip(item.seq.action_mask, logprobs):
-            if masked:
-                total, count = total - lp, count + 1
-    return total / max(count, 1)
+def held_out_loss(learners: LearnerGroup, items: List[TrainSequence],
+                  classes: TokenClasses) -> Dict[str, float]:
+    """Mean negative log-likelihood per assistant token: `all`, and per token class
+    (vrt_ray/token_loss.py)."""
+    return loss_by_class(items, learners.logprobs(items), classes)
+
+
+def eval_metrics(losses: Dict[str, float]) -> Dict[str, float]:
+    """MLflow names of `held_out_loss`'s values: eval/loss, eval/loss_number, ..."""
+    return {("eval/loss" if k == "all" else f"eval/loss_{k}"): v for k, v in losses.items()}
 
 
 def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = None) -> Dict:
@@ -112,11 +114,12 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     pixels = PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend)
     learners = LearnerGroup(cfg.learner, model_dir, total_steps=c.epochs * steps_per_epoch,
                             pixels=pixels, lr=c.lr)
+    classes = TokenClasses(load_processor(model_dir).tokenizer)
     status, step, losses = "FAILED", 0, []
     try:
         if eval_items:
-            losses.append(held_out_loss(learners, eval_items))
-            tracker.log_metrics({"eval/loss": losses[-1], "epoch": 0}, step)
+            losses.append(held_out_loss(learners, eval_items, classes))
+            tracker.log_metrics({**eval_metrics(losses[-1]), "epoch": 0}, step)
         bar = tqdm(total=c.epochs * steps_per_epoch, desc="cold start", unit="step")
         for epoch in range(c.epochs):
             order = random.Random(cfg.seed + epoch).sample(range(len(train_samples)),
@@ -129,8 +132,8 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", epoch=epoch + 1)
             if eval_items:
-                losses.append(held_out_loss(learners, eval_items))
-                tracker.log_metrics({"eval/loss": losses[-1], "epoch": epoch + 1}, step)
+                losses.append(held_out_loss(learners, eval_items, classes))
+                tracker.log_metrics({**eval_metrics(losses[-1]), "epoch": epoch + 1}, step)
         bar.close()
         learners.save(out)
         tracker.register_model(out)
@@ -139,6 +142,8 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
         tracker.finish(status)
         learners.shutdown()
     return {"model": out, "steps": step, "train_traces": len(train_samples),
-            "held_out_traces": len(held_out), "eval_loss": losses,  # before, then per epoch
+            "held_out_traces": len(held_out),
+            "eval_loss": [l["all"] for l in losses],  # before, then per epoch
+            "eval_loss_by_class": losses,
             "tracking_run_id": tracker.run_id,
             "model_version": tracker.model_version}

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from tqdm import trange
 
 from actors.learner import LearnerGroup
-from jobs.cold_start import held_out_loss
+from jobs.cold_start import eval_metrics, held_out_loss
 from jobs.grpo import start_ray
 from vrt_ray.data.loaders import load_pairs
 from vrt_ray.errors import VrtError
@@ -21,6 +21,7 @@ from vrt_ray.frame_cache import FrameCache
 from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_processor
 from vrt_ray.preset import load_preset
+from vrt_ray.token_loss import TokenClasses
 from vrt_ray.tracking import Tracker
 from vrt_ray.warmup import caption_sequences
 
@@ -61,16 +62,18 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     learners = LearnerGroup(cfg.learner, model_dir, total_steps=w.steps, pixels=pixels, lr=w.lr)
     rng, losses, status = random.Random(cfg.seed), [], "FAILED"
     try:
+        classes = TokenClasses(processor.tokenizer)
         if held_out:
-            losses.append(held_out_loss(learners, held_out))
+            losses.append(held_out_loss(learners, held_out, classes))
         bar = trange(w.steps, desc="warm-up", unit="step")
         for step in bar:
             metrics = learners.train_sft(rng.sample(train, min(w.batch_size, len(train))))
             tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step + 1)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}")
         if held_out:
-            losses.append(held_out_loss(learners, held_out))
-            tracker.log_metrics({"eval/loss_before": losses[0], "eval/loss": losses[-1]}, w.steps)
+            losses.append(held_out_loss(learners, held_out, classes))
+            tracker.log_metrics({"eval/loss_before": losses[0]["all"], **eval_metrics(losses[-1])},
+                                w.steps)
         learners.save(out)
         tracker.register_model(out)
         status = "FINISHED"
@@ -78,6 +81,7 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
         tracker.finish(status)
         learners.shutdown()
     return {"model": out, "steps": w.steps, "train_captions": len(train),
-            "held_out_captions": len(held_out), "eval_loss": losses,
+            "held_out_captions": len(held_out), "eval_loss": [l["all"] for l in losses],
+            "eval_loss_by_class": losses,
             "tracking_run_id": tracker.run_id,
             "model_version": tracker.model_version}

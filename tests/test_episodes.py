@@ -2,6 +2,7 @@
 of every turn with a forward pass on the rebuilt inputs, and packing."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -95,6 +96,40 @@ def test_engine_logprobs_equal_a_forward_pass_on_rebuilt_inputs(engine, videos):
         ours = forward_logprobs(engine.model, engine.processor, ids, turn.visuals,
                                 trajectory.videos, positions)
         assert ours == pytest.approx(turn.logprobs, abs=2e-4)
+
+
+def test_a_batch_of_unequal_prompts_decodes_as_each_prompt_alone(engine, tiny_model_dir):
+    """Prompts prefilled one by one, their caches merged left-padded and decoded together:
+    each row gives the tokens and log-probs of a plain `generate` on that prompt alone
+    (different lengths, images or none, so the M-RoPE offsets differ per row)."""
+    from vrt_ray.engines.base import Prompt
+    rng = np.random.default_rng(0)
+    processor = engine.processor
+
+    def prompt(images, text):
+        content = [{"type": "image"}] * images + [{"type": "text", "text": text}]
+        rendered = processor.apply_chat_template([{"role": "user", "content": content}],
+                                                 add_generation_prompt=True, tokenize=False)
+        return Prompt(rendered, [rng.integers(0, 255, (56, 56, 3), dtype=np.uint8)
+                                 for _ in range(images)])
+
+    prompts = [prompt(2, "a red circle moving up " * 3), prompt(0, "hello"), prompt(3, "x " * 40)]
+    generations = engine.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=12))
+    lengths = {len(g.prompt_ids) for g in generations}
+    assert len(lengths) == 3
+    for p, got in zip(prompts, generations):
+        inputs = processor(text=[p.text], images=list(p.images) or None, return_tensors="pt")
+        with torch.no_grad():
+            alone = engine.model.generate(**inputs, max_new_tokens=12, do_sample=False,
+                                          suppress_tokens=engine.suppress_ids,
+                                          eos_token_id=engine.stop_ids, pad_token_id=engine.pad_id,
+                                          output_logits=True, return_dict_in_generate=True)
+        assert got.prompt_ids == inputs["input_ids"][0].tolist()
+        expected = alone.sequences[0, inputs["input_ids"].shape[1]:].tolist()[:len(got.token_ids)]
+        assert got.token_ids == expected
+        logprobs = torch.log_softmax(torch.stack(alone.logits, 1)[0].float(), -1)
+        assert got.logprobs == pytest.approx(
+            [logprobs[i, t].item() for i, t in enumerate(got.token_ids)], abs=1e-4)
 
 
 def test_logprobs_agree_on_every_turn_when_the_window_drops_images(tiny_model_dir, videos):

@@ -53,6 +53,8 @@ def test_fine_tuning_on_kept_trajectories_lowers_their_loss(setup):
     from jobs import cold_start, rft
     from vrt_ray.learner_core import train_sequences
     from vrt_ray.model_inputs import PixelBudget
+    from vrt_ray.models import load_processor
+    from vrt_ray.token_loss import TokenClasses
     from vrt_ray.tracking import Tracker
 
     root, model = setup
@@ -61,11 +63,12 @@ def test_fine_tuning_on_kept_trajectories_lowers_their_loss(setup):
     kept = cold_start.trace_trajectories(cfg, str(model), traces)
     items = [s for t in kept for s in train_sequences(t)]
     pixels = PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend)
+    classes = TokenClasses(load_processor(str(model)).tokenizer)
 
     def loss_of(model_dir):
         probe = LearnerGroup(cfg.learner, str(model_dir), pixels=pixels)
         try:
-            return cold_start.held_out_loss(probe, items)
+            return cold_start.held_out_loss(probe, items, classes)["all"]
         finally:
             probe.shutdown()
 

@@ -1,0 +1,59 @@
+"""Held-out loss per kind of assistant token: which parts of a trace a policy has learned.
+
+A mean loss hides what is learned. In a teacher trace the markup of a tool call is easy and the
+numbers (positions, distances) are hard; a policy that has the markup but not the numbers
+writes well-formed calls, one that has neither writes nothing usable. Classes, from a token's
+text: `markup` (the tokenizer's added and special tokens: `<|im_end|>`, `<tool_call>`, and
+the tiny model's `<think>` / `<answer>`), `number` (digits, no letters), `word` (letters) and
+`other` (punctuation, spaces, partial bytes).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+CLASSES = ("markup", "number", "word", "other")
+
+
+class TokenClasses:
+    """Token id -> class, memoised per id."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.markup = set(tokenizer.get_added_vocab().values()) | set(tokenizer.all_special_ids)
+        self._memo: Dict[int, str] = {}
+
+    def __call__(self, token_id: int) -> str:
+        cls = self._memo.get(token_id)
+        if cls is None:
+            cls = "markup" if token_id in self.markup else _text_class(
+                self.tokenizer.decode([token_id]))
+            self._memo[token_id] = cls
+        return cls
+
+
+def _text_class(text: str) -> str:
+    if any(c.isalpha() for c in text):
+        return "word"
+    if any(c.isdigit() for c in text):
+        return "number"
+    return "other"
+
+
+def loss_by_class(items: Sequence, logprobs: Sequence[Optional[Sequence[float]]],
+                  classes: TokenClasses) -> Dict[str, float]:
+    """Mean negative log-likelihood per action token of `items` (objects with `.seq`, a
+    PackedSequence): `all`, then each class that has tokens. `logprobs[i][p]` is
+    log p(ids[p] | ids[:p]) of item i; the first position has no prediction and is skipped."""
+    total: Dict[str, List[float]] = {}
+    for item, values in zip(items, logprobs):
+        if values is None:
+            continue
+        ids = item.seq.input_ids
+        for p, (action, lp) in enumerate(zip(item.seq.action_mask, values)):
+            if action and p > 0:
+                for key in ("all", classes(ids[p])):
+                    row = total.setdefault(key, [0.0, 0])
+                    row[0] -= lp
+                    row[1] += 1
+    order = ("all",) + CLASSES
+    return {k: total[k][0] / total[k][1] for k in order if k in total}
