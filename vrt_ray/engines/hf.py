@@ -133,7 +133,7 @@ class HFEngine:
         (`rope_deltas`, position minus index after the last image, what Qwen2-VL models keep to
         go on decoding from a cache) are set per row."""
         ids, layers, deltas = [], [], []
-        mrope = hasattr(self.model.model, "rope_deltas")
+        mrope = hasattr(getattr(self.model, "model", None), "rope_deltas")
         for prompt in prompts:
             enc = self._encode(prompt)
             row = enc["input_ids"][0]
