@@ -61,8 +61,8 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     tracker = Tracker(cfg, run_name=f"{cfg.name}-warmup")
     learners = LearnerGroup(cfg.learner, model_dir, total_steps=w.steps, pixels=pixels, lr=w.lr)
     rng, losses, status = random.Random(cfg.seed), [], "FAILED"
+    classes = TokenClasses(processor.tokenizer)
     try:
-        classes = TokenClasses(processor.tokenizer)
         if held_out:
             losses.append(held_out_loss(learners, held_out, classes))
         bar = trange(w.steps, desc="warm-up", unit="step")
