@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from tqdm import trange
 
 from actors.learner import LearnerGroup
-from jobs.cold_start import eval_metrics, held_out_loss
+from jobs.cold_start import eval_metrics
 from jobs.grpo import start_ray
 from vrt_ray.data.loaders import load_pairs
 from vrt_ray.errors import VrtError
@@ -21,9 +21,9 @@ from vrt_ray.frame_cache import FrameCache
 from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_processor
 from vrt_ray.preset import load_preset
-from vrt_ray.token_loss import TokenClasses
+from vrt_ray.token_loss import TokenClasses, loss_by_class, loss_by_label
 from vrt_ray.tracking import Tracker
-from vrt_ray.warmup import caption_sequences
+from vrt_ray.warmup import caption_field_labels, caption_sequences
 
 HELD_OUT = 64  # validation captions scored before and after
 
@@ -34,6 +34,13 @@ def split_videos(cfg: DictConfig, split: str) -> set:
         return set()
     pairs = load_pairs(path, cfg.data.format, cfg.data.video_root or None).pairs
     return {str(Path(v).resolve()) for p in pairs for v in (p.video_a, p.video_b)}
+
+
+def held_out_loss(learners: LearnerGroup, items, classes: TokenClasses, fields) -> Dict:
+    """Mean loss per caption token: `all` and per token class, then per fact of the frame
+    (`colour`, `shape`, `position`, ...: vrt_ray/warmup.py)."""
+    values = learners.logprobs(items)
+    return {**loss_by_class(items, values, classes), **loss_by_label(items, values, fields)}
 
 
 def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = None) -> Dict:
@@ -62,16 +69,17 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     learners = LearnerGroup(cfg.learner, model_dir, total_steps=w.steps, pixels=pixels, lr=w.lr)
     rng, losses, status = random.Random(cfg.seed), [], "FAILED"
     classes = TokenClasses(processor.tokenizer)
+    fields = caption_field_labels(processor.tokenizer, val_rows, held_out)
     try:
         if held_out:
-            losses.append(held_out_loss(learners, held_out, classes))
+            losses.append(held_out_loss(learners, held_out, classes, fields))
         bar = trange(w.steps, desc="warm-up", unit="step")
         for step in bar:
             metrics = learners.train_sft(rng.sample(train, min(w.batch_size, len(train))))
             tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step + 1)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}")
         if held_out:
-            losses.append(held_out_loss(learners, held_out, classes))
+            losses.append(held_out_loss(learners, held_out, classes, fields))
             tracker.log_metrics({"eval/loss_before": losses[0]["all"], **eval_metrics(losses[-1])},
                                 w.steps)
         learners.save(out)
@@ -82,6 +90,6 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
         learners.shutdown()
     return {"model": out, "steps": w.steps, "train_captions": len(train),
             "held_out_captions": len(held_out), "eval_loss": [l["all"] for l in losses],
-            "eval_loss_by_class": losses,
+            "eval_loss_by_class": losses,  # token classes, then the captions' facts
             "tracking_run_id": tracker.run_id,
             "model_version": tracker.model_version}

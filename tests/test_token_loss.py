@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from vrt_ray.token_loss import TokenClasses, loss_by_class
+from vrt_ray.token_loss import TokenClasses, loss_by_class, loss_by_label
 from vrt_ray.trajectory import PackedSequence
 
 
@@ -41,3 +41,15 @@ def test_loss_by_class_averages_action_tokens_only(tokenizer):
     assert got["markup"] == pytest.approx(1.0)
     assert got["number"] == pytest.approx(3.0)
     assert got["word"] == pytest.approx(0.5)
+
+
+def test_loss_by_label_averages_the_labelled_action_tokens(tokenizer):
+    ids = [_one(tokenizer, t) for t in ("<|im_start|>", " purple", "3", ",", "7")]
+    seq = PackedSequence(input_ids=ids, visuals=[], action_mask=[True, True, True, True, False],
+                         logprobs=[None] * 5, turn_indices=(0,))
+    item = type("Item", (), {"seq": seq})()
+    logprobs = [-9.0, -1.0, -2.0, -0.5, -4.0]
+    labels = [{0: "colour", 1: "colour", 2: "position", 4: "position"}, {2: "position"}]
+    got = loss_by_label([item, item], [logprobs, logprobs], labels)
+    # position 0 has no prediction, 4 is not an action token, 3 has no label
+    assert got == {"colour": pytest.approx(1.0), "position": pytest.approx(2.0)}

@@ -12,7 +12,7 @@ from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_processor
 from vrt_ray.preset import load_preset
 from vrt_ray.sft import IGNORE, labels
-from vrt_ray.warmup import caption_sequences
+from vrt_ray.warmup import caption_field_labels, caption_sequences
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,27 @@ def test_a_caption_sample_labels_only_the_caption(data, tiny_model_dir):
     assert processor.tokenizer.convert_tokens_to_ids("<|image_pad|>") in item.seq.input_ids
 
 
+def test_caption_tokens_are_labelled_with_the_fact_they_state(data, tiny_model_dir):
+    processor = load_processor(tiny_model_dir, 784, 3136)
+    rows = [json.loads(line) for line in (data / "data" / "captions.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["facts"]["quality"] == "clean"][:1] + \
+        [r for r in rows if r["facts"]["quality"] != "clean"][:1]
+    items = caption_sequences(processor, rows, data / "data", load_preset("vrt"),
+                              PixelBudget(784, 3136), FrameCache(1 << 24))
+    decode = processor.tokenizer.decode
+    for row, item, fields in zip(rows, items, caption_field_labels(processor.tokenizer, rows, items)):
+        facts = row["facts"]
+        said = {f: decode([item.seq.input_ids[p] for p in sorted(fields) if fields[p] == f]).strip()
+                for f in set(fields.values())}
+        quality = {"clean": "sharp and clean", "noise": "noisy", "blur": "blurred", "blocking": "blocky"}
+        assert said == {"colour": facts["colour"], "shape": facts["shape"],
+                        "position": f"{facts['x']:.0f}{facts['y']:.0f}",  # the digits
+                        "background": facts["background"], "quality": quality[facts["quality"]]}
+        assert all(item.seq.action_mask[p] for p in fields)
+    assert caption_field_labels(processor.tokenizer, [{**rows[0], "caption": "A frame."}],
+                                items[:1]) == [{}]
+
+
 def test_warmup_lowers_the_held_out_caption_loss(data, tiny_model_dir, local_ray):
     from jobs import warmup
 
@@ -40,3 +61,5 @@ def test_warmup_lowers_the_held_out_caption_loss(data, tiny_model_dir, local_ray
     assert summary["train_captions"] > summary["held_out_captions"] > 0
     before, after = summary["eval_loss"]
     assert after < before
+    by_kind = summary["eval_loss_by_class"][-1]
+    assert {"all", "word", "number", "colour", "shape", "position", "background", "quality"} <= set(by_kind)

@@ -9,7 +9,7 @@ the tiny model's `<think>` / `<answer>`), `number` (digits, no letters), `word` 
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 CLASSES = ("markup", "number", "word", "other")
 
@@ -39,21 +39,38 @@ def _text_class(text: str) -> str:
     return "other"
 
 
-def loss_by_class(items: Sequence, logprobs: Sequence[Optional[Sequence[float]]],
-                  classes: TokenClasses) -> Dict[str, float]:
-    """Mean negative log-likelihood per action token of `items` (objects with `.seq`, a
-    PackedSequence): `all`, then each class that has tokens. `logprobs[i][p]` is
-    log p(ids[p] | ids[:p]) of item i; the first position has no prediction and is skipped."""
+def _mean_loss(items: Sequence, logprobs: Sequence[Optional[Sequence[float]]],
+               keys: Callable[[int, int, int], Iterable[str]]) -> Dict[str, List[float]]:
+    """[sum of -log p, count] per key over the action tokens of `items`; `keys(item index,
+    position, token id)` names the keys a token counts under."""
     total: Dict[str, List[float]] = {}
-    for item, values in zip(items, logprobs):
+    for i, (item, values) in enumerate(zip(items, logprobs)):
         if values is None:
             continue
         ids = item.seq.input_ids
         for p, (action, lp) in enumerate(zip(item.seq.action_mask, values)):
             if action and p > 0:
-                for key in ("all", classes(ids[p])):
+                for key in keys(i, p, ids[p]):
                     row = total.setdefault(key, [0.0, 0])
                     row[0] -= lp
                     row[1] += 1
+    return total
+
+
+def loss_by_class(items: Sequence, logprobs: Sequence[Optional[Sequence[float]]],
+                  classes: TokenClasses) -> Dict[str, float]:
+    """Mean negative log-likelihood per action token of `items` (objects with `.seq`, a
+    PackedSequence): `all`, then each class that has tokens. `logprobs[i][p]` is
+    log p(ids[p] | ids[:p]) of item i; the first position has no prediction and is skipped."""
+    total = _mean_loss(items, logprobs, lambda i, p, token: ("all", classes(token)))
     order = ("all",) + CLASSES
     return {k: total[k][0] / total[k][1] for k in order if k in total}
+
+
+def loss_by_label(items: Sequence, logprobs: Sequence[Optional[Sequence[float]]],
+                  labels: Sequence[Mapping[int, str]]) -> Dict[str, float]:
+    """Mean negative log-likelihood per label, over the action tokens that `labels[i]` (position
+    -> label) names in item i; labels in order of first appearance."""
+    total = _mean_loss(items, logprobs,
+                       lambda i, p, token: (labels[i][p],) if p in labels[i] else ())
+    return {k: v[0] / v[1] for k, v in total.items()}

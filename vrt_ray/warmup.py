@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Iterable, List
 
+from vrt_ray.data.synth import caption_spans
 from vrt_ray.frame_cache import FrameCache
 from vrt_ray.learner_core import TrainSequence
 from vrt_ray.model_inputs import FrameSource, PixelBudget, processor_inputs
@@ -40,4 +41,19 @@ def caption_sequences(processor, rows: Iterable[dict], data_dir: str | Path, pre
         tokens = processor.tokenizer.encode(row["caption"], add_special_tokens=False) + [end_id]
         (seq,) = to_sequences([Turn(prompt_ids, visuals, tokens, [], "stop")])
         out.append(TrainSequence(seq, {"A": path}, pixels))
+    return out
+
+
+def caption_field_labels(tokenizer, rows: Iterable[dict],
+                         items: Iterable[TrainSequence]) -> List[Dict[int, str]]:
+    """Per caption sequence, position -> fact (colour, shape, position, background, quality) of
+    each caption token inside that fact's text: which facts of a frame the policy has learned to
+    read. A caption not written by the synthetic generator gets no labels."""
+    out = []
+    for row, item in zip(rows, items):
+        enc = tokenizer(row["caption"], add_special_tokens=False, return_offsets_mapping=True)
+        start = len(item) - len(enc["input_ids"]) - 1  # the caption, then <|im_end|>, ends the sequence
+        spans = caption_spans(row["caption"])
+        out.append({start + k: field for k, (a, b) in enumerate(enc["offset_mapping"])
+                    for field, s, e in spans if a < e and b > s})
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,6 +284,19 @@ def caption_text(state: FrameState, background_kind: str) -> str:
         state.vq, "sharp and clean")
     return (f"A {state.colour} {state.shape} at ({state.x:.0f},{state.y:.0f}) over a "
             f"{background_kind} background, {quality}.")
+
+
+_CAPTION = re.compile(r"A (?P<colour>\w+) (?P<shape>\w+) at \((?P<x>\d+),(?P<y>\d+)\) over a "
+                      r"(?P<background>\w+) background, (?P<quality>[\w ]+)\.")
+
+
+def caption_spans(caption: str) -> List[Tuple[str, int, int]]:
+    """(field, start, end) of each fact in a caption written by `caption_text` (x and y are both
+    `position`); [] for any other text."""
+    m = _CAPTION.fullmatch(caption)
+    if m is None:
+        return []
+    return [("position" if g in "xy" else g, *m.span(g)) for g in m.groupdict()]
 
 
 def _captions(pair: PreferencePair, states: Dict[str, List[FrameState]], background_kind: str,
