@@ -5,7 +5,7 @@ learns to judge; a real checkpoint skips it (`warmup.enabled: false`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 from vrt_ray.data.synth import caption_spans
 from vrt_ray.frame_cache import FrameCache
@@ -44,16 +44,22 @@ def caption_sequences(processor, rows: Iterable[dict], data_dir: str | Path, pre
     return out
 
 
+def caption_facts(tokenizer, caption: str) -> List[Optional[str]]:
+    """The fact (colour, shape, position, background, quality) each token of `caption` states,
+    or None (template words); all None for a caption not written by the synthetic generator."""
+    enc = tokenizer(caption, add_special_tokens=False, return_offsets_mapping=True)
+    spans = caption_spans(caption)
+    return [next((field for field, s, e in spans if a < e and b > s), None)
+            for a, b in enc["offset_mapping"]]
+
+
 def caption_field_labels(tokenizer, rows: Iterable[dict],
                          items: Iterable[TrainSequence]) -> List[Dict[int, str]]:
-    """Per caption sequence, position -> fact (colour, shape, position, background, quality) of
-    each caption token inside that fact's text: which facts of a frame the policy has learned to
-    read. A caption not written by the synthetic generator gets no labels."""
+    """Per caption sequence, position -> the fact its caption token states: which facts of a
+    frame the policy has learned to read."""
     out = []
     for row, item in zip(rows, items):
-        enc = tokenizer(row["caption"], add_special_tokens=False, return_offsets_mapping=True)
-        start = len(item) - len(enc["input_ids"]) - 1  # the caption, then <|im_end|>, ends the sequence
-        spans = caption_spans(row["caption"])
-        out.append({start + k: field for k, (a, b) in enumerate(enc["offset_mapping"])
-                    for field, s, e in spans if a < e and b > s})
+        facts = caption_facts(tokenizer, row["caption"])
+        start = len(item) - len(facts) - 1  # the caption, then <|im_end|>, ends the sequence
+        out.append({start + k: f for k, f in enumerate(facts) if f is not None})
     return out

@@ -108,13 +108,15 @@ def coverage(shape: str, x: float, y: float, r: float, size: int) -> np.ndarray:
     return cov
 
 
-def render(state: FrameState, bg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The HxWx3 uint8 frame of a state over a background (rng draws the noise)."""
+def render(state: FrameState, bg: np.ndarray, rng: np.random.Generator,
+           radius: float = RADIUS) -> np.ndarray:
+    """The HxWx3 uint8 frame of a state over a background (rng draws the noise); `radius` in
+    pixels of a 112-pixel frame."""
     from scipy.ndimage import gaussian_filter
 
     size = bg.shape[0]
     scale = size / REF_SIZE
-    cov = coverage(state.shape, state.x, state.y, RADIUS * scale, size)[:, :, None]
+    cov = coverage(state.shape, state.x, state.y, radius * scale, size)[:, :, None]
     frame = bg + (np.asarray(COLOURS[state.colour], dtype=np.float32) - bg) * cov
     if state.vq == "noise":
         frame = frame + rng.normal(0.0, NOISE_SIGMA, size=(size, size, 1)).astype(np.float32)
