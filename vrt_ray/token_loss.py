@@ -5,7 +5,8 @@ numbers (positions, distances) are hard; a policy that has the markup but not th
 writes well-formed calls, one that has neither writes nothing usable. Classes, from a token's
 text: `markup` (the tokenizer's added and special tokens: `<|im_end|>`, `<tool_call>`, and
 the tiny model's `<think>` / `<answer>`), `number` (digits, no letters), `word` (letters) and
-`other` (punctuation, spaces, partial bytes).
+`other` (punctuation, spaces, partial bytes). `loss_by_label` averages by labels given per
+position instead: the facts a warm-up caption states (vrt_ray/warmup.py).
 """
 from __future__ import annotations
 
