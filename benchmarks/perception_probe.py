@@ -28,7 +28,7 @@ from json_stdout import claim_stdout, emit  # noqa: E402
 
 from vrt_ray.data.scene import (BACKGROUNDS, COLOURS, MARGIN, RADIUS, REF_SIZE, SHAPES,  # noqa: E402
                                 FrameState, background, render)
-from vrt_ray.data.synth import caption_spans, caption_text  # noqa: E402
+from vrt_ray.data.synth import caption_text  # noqa: E402
 from vrt_ray.models import load_processor, make_tiny  # noqa: E402
 from vrt_ray.warmup import caption_facts  # noqa: E402
 
@@ -46,12 +46,12 @@ def sample(rng, radius):
 
 
 def token_facts(tokenizer, caption):
-    """caption_facts, with the first digit of each coordinate also marked `position_tens`."""
-    enc = tokenizer(caption, add_special_tokens=False, return_offsets_mapping=True)
-    starts = {s for field, s, _ in caption_spans(caption) if field == "position"}
-    return enc["input_ids"], [
-        [f] + (["position_tens"] if a in starts else []) if f else []
-        for f, (a, _) in zip(caption_facts(tokenizer, caption), enc["offset_mapping"])]
+    """The caption's token ids and, per token, the facts it counts under: caption_facts, with
+    the first token of each coordinate (digits are single tokens) also `position_tens`."""
+    facts = caption_facts(tokenizer, caption)
+    return tokenizer.encode(caption, add_special_tokens=False), [
+        [f] + (["position_tens"] if f == "position" and (k == 0 or facts[k - 1] != f) else [])
+        if f else [] for k, f in enumerate(facts)]
 
 
 def filler(tokenizer, tokens):
