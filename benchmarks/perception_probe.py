@@ -6,11 +6,12 @@ the warm-up's captions are; every --eval-every steps it reports the held-out los
 fact a caption states, over 96 frames it never trains on, next to that fact's chance level:
 colour, shape, background, and the digits of the object's centre (`position`; `position_tens`
 is the first digit of each coordinate, the part a model that knows the object's place to ~10 px
-can predict). Variants change what docs/training.md found to matter: the language model's M-RoPE
+can predict; `x_tens` and `y_tens` split it by axis). Variants change what docs/training.md found to matter: the language model's M-RoPE
 base (--rope-theta), the object's size (--object-scale), the learning rate; --distance puts
 filler text between the frame and the question, to see how far back the model still reads it.
 Usage: OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/perception_probe.py [--steps 1500]
            [--rope-theta 10] [--object-scale 2] [--lr 3e-4] [--distance 400] [--model DIR]
+           [--save DIR]   (--steps 0 --model DIR only scores DIR, e.g. at another --distance)
 """
 import argparse
 import math
@@ -47,11 +48,17 @@ def sample(rng, radius):
 
 def token_facts(tokenizer, caption):
     """The caption's token ids and, per token, the facts it counts under: caption_facts, with
-    the first token of each coordinate (digits are single tokens) also `position_tens`."""
+    the first token of each coordinate (digits are single tokens) also `position_tens` and
+    `x_tens` or `y_tens`."""
     facts = caption_facts(tokenizer, caption)
-    return tokenizer.encode(caption, add_special_tokens=False), [
-        [f] + (["position_tens"] if f == "position" and (k == 0 or facts[k - 1] != f) else [])
-        if f else [] for k, f in enumerate(facts)]
+    per_token, coordinates = [], 0
+    for k, f in enumerate(facts):
+        names = [f] if f else []
+        if f == "position" and (k == 0 or facts[k - 1] != f):
+            names += ["position_tens", "xy"[min(coordinates, 1)] + "_tens"]
+            coordinates += 1
+        per_token.append(names)
+    return tokenizer.encode(caption, add_special_tokens=False), per_token
 
 
 def filler(tokenizer, tokens):
@@ -115,12 +122,13 @@ def main():
     parser.add_argument("--eval-every", type=int, default=300)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--rope-theta", type=float, default=None,
-                        help="the language model's M-RoPE base (the tiny model's: 1e6)")
+                        help="the language model's M-RoPE base (default: the model's own)")
     parser.add_argument("--object-scale", type=float, default=1.0)
     parser.add_argument("--distance", type=int, default=0,
                         help="tokens of filler text between the frame and the question")
     parser.add_argument("--model", default=None, help="start here (default: a fresh tiny model)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", default=None, help="write the trained model here")
     args = parser.parse_args()
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -153,6 +161,9 @@ def main():
             report["held_out_loss"].append(row)
             print(row, file=sys.stderr, flush=True)
     report["train_seconds"] = round(time.perf_counter() - start, 1)
+    if args.save:
+        model.save_pretrained(args.save)
+        processor.save_pretrained(args.save)
     emit(out, report)
 
 

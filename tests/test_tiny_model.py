@@ -104,10 +104,11 @@ def test_same_seed_same_bytes_other_seed_other_weights(tmp_path, tiny_model_dir)
 def test_cli_make_tiny_writes_a_loadable_checkpoint(tmp_path):
     out = tmp_path / "cli-tiny"
     run = subprocess.run([sys.executable, "-m", "vrt_ray", "model", "make-tiny", str(out),
-                          "--seed", "3"], capture_output=True, text=True)
+                          "--seed", "3", "--rope-theta", "1e6"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     model = models.load_policy(out)
     assert model.config.vision_config.out_hidden_size == model.config.text_config.hidden_size
+    assert model.config.text_config.rope_parameters["rope_theta"] == 1e6  # Qwen's, not the tiny default
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging left
 
 

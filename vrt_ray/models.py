@@ -65,6 +65,7 @@ class TinySpec:
     min_pixels: int = 56 * 56
     max_pixels: int = 112 * 112
     max_position_embeddings: int = 32768
+    rope_theta: float = 10.0  # not Qwen's 1e6: at 4x4 visual tokens a frame, that hides position
 
 
 def train_tokenizer(spec: TinySpec = TinySpec()) -> Qwen2Tokenizer:
@@ -113,7 +114,7 @@ def build_tiny_config(tokenizer, spec: TinySpec = TinySpec()) -> Qwen2_5_VLConfi
         intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
         num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads,
         max_position_embeddings=spec.max_position_embeddings, rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 1e6,
+        rope_parameters={"rope_type": "default", "rope_theta": spec.rope_theta,
                          "mrope_section": _mrope_section(head_dim)},
         bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
         pad_token_id=ids("<|endoftext|>"), max_window_layers=spec.num_layers,

@@ -1,4 +1,4 @@
-"""`vrt-ray model make-tiny OUT [--seed N]`: build the tiny random Qwen2.5-VL."""
+"""`vrt-ray model make-tiny OUT [--seed N] [--rope-theta B]`: build the tiny random Qwen2.5-VL."""
 from __future__ import annotations
 
 import argparse
@@ -14,12 +14,18 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "bytes. Loads with AutoModelForImageTextToText / AutoProcessor.")
     tiny.add_argument("out", metavar="OUT", help="checkpoint directory to write (replaced)")
     tiny.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    tiny.add_argument("--rope-theta", type=float, default=None,
+                      help="the language model's M-RoPE base (default: TinySpec's; "
+                           "docs/tiny_model.md says why it matters)")
     tiny.set_defaults(handler=_make_tiny)
 
 
 def _make_tiny(args: argparse.Namespace) -> int:
-    from vrt_ray.models import make_tiny
+    from dataclasses import replace
 
-    out = make_tiny(args.out, seed=args.seed)
+    from vrt_ray.models import TinySpec, make_tiny
+
+    spec = TinySpec() if args.rope_theta is None else replace(TinySpec(), rope_theta=args.rope_theta)
+    out = make_tiny(args.out, seed=args.seed, spec=spec)
     print(f"wrote {out}")
     return 0
