@@ -25,7 +25,7 @@ from vrt_ray.token_loss import TokenClasses, loss_by_class, loss_by_label
 from vrt_ray.tracking import Tracker
 from vrt_ray.warmup import caption_field_labels, caption_sequences
 
-HELD_OUT = 64  # validation captions scored before and after
+HELD_OUT = 64  # validation captions scored before and after, spread over the videos
 
 
 def split_videos(cfg: DictConfig, split: str) -> set:
@@ -56,7 +56,8 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     rows = [json.loads(line) for line in captions.open() if line.strip()]
     train_videos, val_videos = split_videos(cfg, cfg.data.train), split_videos(cfg, cfg.data.val)
     train_rows = [r for r in rows if str((data_dir / r["video"]).resolve()) in train_videos]
-    val_rows = [r for r in rows if str((data_dir / r["video"]).resolve()) in val_videos][:HELD_OUT]
+    val_rows = [r for r in rows if str((data_dir / r["video"]).resolve()) in val_videos]
+    val_rows = val_rows[::max(1, len(val_rows) // HELD_OUT)][:HELD_OUT]
     if not train_rows:
         raise VrtError(f"{captions}: no caption of a training video")
     processor = load_processor(model_dir, cfg.video.min_pixels, cfg.video.max_pixels)

@@ -17,8 +17,8 @@ from hypothesis import given, strategies as st
 
 from vrt_ray.data.pair import PreferencePair
 from vrt_ray.data.scene import COLOURS, prompt_text
-from vrt_ray.data.synth import (SynthError, SynthSettings, generate, video_reader,
-                                labels_from_defects, render_video)
+from vrt_ray.data.synth import (CAPTIONS_PER_VIDEO, SynthError, SynthSettings, generate,
+                                labels_from_defects, render_video, video_reader)
 from vrt_ray.data.teacher import Teacher, scan_indices
 from vrt_ray.video import open_video, uniform_indices
 
@@ -279,7 +279,7 @@ def test_traces_keep_the_budgets_and_describe_every_frame(dataset):
 def test_captions_match_the_rendered_frames(dataset):
     out, _, pairs, _ = dataset
     rows = [json.loads(line) for line in open(out / "captions.jsonl")]
-    assert len(rows) == 8 * len(pairs)
+    assert len(rows) == 2 * CAPTIONS_PER_VIDEO * len(pairs)
     assert {r["facts"]["quality"] for r in rows} >= {"clean", "noise", "blur", "blocking"}
     for r in rows:
         facts = r["facts"]

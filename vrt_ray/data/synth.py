@@ -37,7 +37,7 @@ WHO = (("A", 0.3), ("B", 0.3), ("none", 0.25), ("both", 0.15))
 JITTER = (3.5, 6.0)  # px off the path, either side, per frame
 TELEPORT = (22.0, 28.0)  # px off the path, towards the middle of the frame
 SPLITS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
-CAPTIONS_PER_VIDEO = 4
+CAPTIONS_PER_VIDEO = 16  # 4 let a long warm-up memorise the videos instead of reading position
 _DRAWS = 1000  # tries at a mix of defects that fits the length range
 # x264's macroblock-tree rate control gave different bytes for the same frames from one run to
 # the next (at 112 px, even on one thread); without it the output is reproducible
