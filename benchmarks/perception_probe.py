@@ -6,9 +6,10 @@ the warm-up's captions are; every --eval-every steps it reports the held-out los
 fact a caption states, over 96 frames it never trains on, next to that fact's chance level:
 colour, shape, background, and the digits of the object's centre (`position`; `position_tens`
 is the first digit of each coordinate, the part a model that knows the object's place to ~10 px
-can predict; `x_tens` and `y_tens` split it by axis). Variants change what docs/training.md found to matter: the language model's M-RoPE
-base (--rope-theta), the object's size (--object-scale), the learning rate; --distance puts
-filler text between the frame and the question, to see how far back the model still reads it.
+can predict; `x_tens` and `y_tens` split it by axis). Variants change what docs/training.md
+found to matter: the language model's M-RoPE base (--rope-theta), the object's size
+(--object-scale), the learning rate; --distance puts filler text between the frame and the
+question, to see how far back the model still reads it.
 Usage: OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/perception_probe.py [--steps 1500]
            [--rope-theta 10] [--object-scale 2] [--lr 3e-4] [--distance 400] [--model DIR]
            [--save DIR]   (--steps 0 --model DIR only scores DIR, e.g. at another --distance)
