@@ -19,7 +19,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from vrt_ray.config import GRPOConfig, LearnerConfig
 from vrt_ray.learner_core import (Shard, TrainSequence, grpo_loss_for, make_shards,
-                                  sequence_logprobs, sft_loss_for)
+                                  preload_frames, sequence_logprobs, sft_loss_for)
 from vrt_ray.model_inputs import PixelBudget
 
 if TYPE_CHECKING:
@@ -184,6 +184,10 @@ class LearnerWorker:
                        step_s=time.perf_counter() - started)
         return metrics
 
+    def preload(self, items: Sequence[TrainSequence]) -> int:
+        """Decode the items' frames into this rank's frame cache (`preload_frames`)."""
+        return preload_frames(items, self.cache)
+
     def logprobs(self, shard: Shard) -> List[Optional[List[float]]]:
         """Per-token log-probs of each shard item with a nonzero weight, on its action tokens
         (position p: log p(ids[p] | ids[:p]); 0 elsewhere); one forward per plan entry, so ranks
@@ -298,6 +302,12 @@ class LearnerGroup:
 
     def train_sft(self, items: Sequence[TrainSequence]) -> Dict[str, float]:
         return _mean(self._all("train_sft", self._shards(items)))
+
+    def preload(self, items: Sequence[TrainSequence]) -> int:
+        """Decode every frame the items show into each rank's frame cache, before steps that
+        draw them at random; returns the frames a rank decoded."""
+        ref = ray.put(list(items))
+        return _gather([w.preload.remote(ref) for w in self.workers])[0]
 
     def logprobs(self, items: Sequence[TrainSequence]) -> List[List[float]]:
         """Per-token log-probs of every sequence, computed across the ranks."""

@@ -72,6 +72,7 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     classes = TokenClasses(processor.tokenizer)
     fields = caption_field_labels(processor.tokenizer, val_rows, held_out)
     try:
+        learners.preload(train)  # steps draw captions at random: decode each video once
         if held_out:
             losses.append(held_out_loss(learners, held_out, classes, fields))
         bar = trange(w.steps, desc="warm-up", unit="step")

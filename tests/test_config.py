@@ -33,6 +33,11 @@ def test_config_by_path_and_overrides_apply_with_types(tmp_path):
     assert cfg.model.path == config.RunConfig().model.path  # untouched keys keep defaults
 
 
+def test_an_empty_override_is_the_empty_string():
+    cfg = config.load("tiny_cpu", ["tracking.registered_model=", "ray.address="])
+    assert cfg.tracking.registered_model == "" and cfg.ray.address == ""
+
+
 def test_file_value_survives_when_not_overridden(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("grpo:\n  beta: 0.05\n")

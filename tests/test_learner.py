@@ -11,8 +11,8 @@ from vrt_ray.config import GRPOConfig, LearnerConfig
 from vrt_ray.episodes import EpisodeJob, replay
 from vrt_ray.frame_cache import FrameCache
 from vrt_ray.learner_core import (IGNORE_INDEX, TrainSequence, grpo_loss_for, make_shards,
-                                  micro_batches, sequence_logprobs, sft_labels, sft_loss_for,
-                                  shard_plan, train_sequences)
+                                  micro_batches, preload_frames, sequence_logprobs, sft_labels,
+                                  sft_loss_for, shard_plan, train_sequences)
 from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_policy, load_processor
 from vrt_ray.preset import load_preset
@@ -86,6 +86,21 @@ def items(tiny_model_dir, tmp_path_factory):
     out = train_sequences(packs) + train_sequences(drops)
     assert len(out) == 1 + 3
     return out
+
+
+def shown_frames(items):
+    return {(it.videos[r.video], r.index) for it in items for _, refs in it.seq.visuals
+            for r in refs}
+
+
+def test_preload_decodes_each_shown_frame_once_and_the_steps_then_hit_the_cache(items):
+    cache = FrameCache(1 << 26)
+    assert preload_frames(items, cache) == len(shown_frames(items))
+    assert preload_frames(items, cache) == 0
+    misses = cache.misses
+    for it in items:
+        it.source(cache).visuals(it.seq.visuals)
+    assert cache.misses == misses  # same keys: path, pixel budget, backend, index
 
 
 def test_labels_are_only_the_assistants_own_tokens(items, tiny_model_dir):
@@ -177,6 +192,12 @@ def group(ray_local, tiny_model_dir):
     print(f"\nlearner group start (ZeRO-2): {g.start_s:.1f}s")
     yield g
     g.shutdown()
+
+
+def test_group_preload_fills_each_ranks_cache(group, items):
+    """The first test on the group, so its caches are still empty."""
+    assert group.preload(items) == len(shown_frames(items))
+    assert group.preload(items) == 0
 
 
 def rank_weights(group):

@@ -317,12 +317,15 @@ def load(path: Optional[str] = None, overrides: Sequence[str] = ()) -> DictConfi
 
 
 def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    """`key=value` items; `key=` sets the empty string (OmegaConf alone reads it as null)."""
+    items = []
     for item in overrides:
-        key, sep, _ = item.partition("=")
+        key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r}: expected key=value, e.g. protocol.memory_window=3")
+        items.append(item if value else f"{key}=''")
     try:
-        return OmegaConf.from_dotlist(list(overrides))
+        return OmegaConf.from_dotlist(items)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"override: {_reason(exc)}") from None
 

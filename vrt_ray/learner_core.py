@@ -40,6 +40,22 @@ def train_sequences(trajectory: Trajectory, pack: bool = True) -> List[TrainSequ
             for s in to_sequences(trajectory.turns, pack=pack)]
 
 
+def preload_frames(items: Sequence[TrainSequence], cache: FrameCache) -> int:
+    """Decode every frame the items show into `cache`, one sorted pass per video, and return
+    how many were decoded. Steps that then draw items at random hit the cache instead of each
+    seeking into a video for one frame (the warm-up: 16 captioned frames a video); frames
+    beyond the cache's bound are evicted again, so it pays only when they fit."""
+    wanted: Dict[Tuple[str, PixelBudget], Dict[int, None]] = {}
+    for item in items:
+        for _, refs in item.seq.visuals:
+            for ref in refs:
+                wanted.setdefault((item.videos[ref.video], item.budget), {})[ref.index] = None
+    before = cache.decoded_frames
+    for (path, budget), indices in wanted.items():
+        cache.get(path, list(indices), budget.min_pixels, budget.max_pixels, budget.backend)
+    return cache.decoded_frames - before
+
+
 def micro_batches(sequences: Sequence, max_tokens: int) -> List[List[int]]:
     """Indices of `sequences` grouped in order so each group's total length stays within
     `max_tokens`; a sequence longer than the budget forms a group of its own."""

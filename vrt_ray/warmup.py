@@ -23,13 +23,18 @@ def caption_sequences(processor, rows: Iterable[dict], data_dir: str | Path, pre
                       pixels: PixelBudget, cache: FrameCache) -> List[TrainSequence]:
     """One sequence per caption row ({video, frame, caption}; video relative to `data_dir`)."""
     end_id = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    rows = list(rows)
+    wanted: Dict[str, List[int]] = {}
+    for row in rows:
+        wanted.setdefault(str(Path(data_dir) / row["video"]), []).append(int(row["frame"]))
     totals: Dict[str, int] = {}
+    for path, frames in wanted.items():  # one decoding pass a video, not a seek a caption
+        with open_video(path, backend=pixels.backend) as reader:
+            totals[path] = reader.info.num_frames
+        cache.get(path, frames, pixels.min_pixels, pixels.max_pixels, pixels.backend)
     out = []
     for row in rows:
         path = str(Path(data_dir) / row["video"])
-        if path not in totals:
-            with open_video(path, backend=pixels.backend) as reader:
-                totals[path] = reader.info.num_frames
         ref = FrameRef("A", int(row["frame"]))
         label = preset.frame_label.format(video="A", index=ref.index, total=totals[path])
         messages = [{"role": "user", "content": [{"type": "image"},
