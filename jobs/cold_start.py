@@ -134,8 +134,8 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
             if eval_items:
                 losses.append(held_out_loss(learners, eval_items, classes))
                 tracker.log_metrics({**eval_metrics(losses[-1]), "epoch": epoch + 1}, step)
+            learners.save(out)  # every epoch: a run stopped later keeps its last whole epoch
         bar.close()
-        learners.save(out)
         tracker.register_model(out)
         status = "FINISHED"
     finally:

@@ -1,6 +1,7 @@
 """Cold start on a real local Ray: teacher traces replayed through the protocol, SFT through a
 learner group of 2 (ZeRO-2 on gloo); the held-out loss falls and the policy is written."""
 import pytest
+import torch
 from data_helpers import stage_overrides
 from mlflow.tracking import MlflowClient
 
@@ -34,6 +35,28 @@ def test_cold_start_lowers_the_held_out_loss_and_writes_a_policy(setup):
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
     history = client.get_metric_history(summary["tracking_run_id"], "train/loss")
     assert [m.step for m in history] == list(range(1, summary["steps"] + 1))
+
+
+def test_a_run_stopped_in_its_second_epoch_keeps_the_first(setup, monkeypatch):
+    from actors.learner import LearnerGroup
+    from jobs import cold_start
+    from vrt_ray.models import load_policy
+
+    root, model = setup
+    train_sft, calls = LearnerGroup.train_sft, []
+
+    def stopped_at_the_second_step(self, items):
+        calls.append(len(items))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user's Ctrl-C
+        return train_sft(self, items)
+
+    monkeypatch.setattr(LearnerGroup, "train_sft", stopped_at_the_second_step)
+    out = root / "stopped"
+    with pytest.raises(KeyboardInterrupt):  # one step an epoch: the whole training split
+        cold_start.main(_cfg(root, model, "cold_start.batch_size=64"), out=str(out))
+    first_epoch, base = load_policy(str(out)).state_dict(), load_policy(str(model)).state_dict()
+    assert any(not torch.equal(first_epoch[k], base[k]) for k in base)
 
 
 def test_traces_for_another_initial_view_are_refused(setup):
