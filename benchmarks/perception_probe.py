@@ -7,18 +7,19 @@ fact a caption states, over 96 frames it never trains on, next to that fact's ch
 colour, shape, background, and the digits of the object's centre (`position`; `position_tens`
 is the first digit of each coordinate, the part a model that knows the object's place to ~10 px
 can predict; `x_tens` and `y_tens` split it by axis). Variants change what docs/training.md
-found to matter: the language model's M-RoPE base (--rope-theta), the object's size
-(--object-scale), the learning rate; --distance puts filler text between the frame and the
-question, to see how far back the model still reads it.
+found to matter: the language model's M-RoPE layout (--rope-layout, and --rope-theta for the
+uniform one), the object's size (--object-scale), the learning rate; --distance puts filler
+text between the frame and the question, to see how far back the model still reads it.
 Usage: OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/perception_probe.py [--steps 1500]
-           [--rope-theta 10] [--object-scale 2] [--lr 3e-4] [--distance 400] [--model DIR]
-           [--save DIR]   (--steps 0 --model DIR only scores DIR, e.g. at another --distance)
+           [--rope-layout split | --rope-theta 3] [--object-scale 2] [--lr 3e-4] [--distance 400]
+           [--model DIR] [--save DIR]   (--steps 0 --model DIR only scores DIR, e.g. at another --distance)
 """
 import argparse
 import math
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from json_stdout import claim_stdout, emit  # noqa: E402
 from vrt_ray.data.scene import (BACKGROUNDS, COLOURS, MARGIN, RADIUS, REF_SIZE, SHAPES,  # noqa: E402
                                 FrameState, background, render)
 from vrt_ray.data.synth import caption_text  # noqa: E402
-from vrt_ray.models import load_processor, make_tiny  # noqa: E402
+from vrt_ray.models import ROPE_LAYOUTS, TinySpec, load_processor, make_tiny  # noqa: E402
 from vrt_ray.warmup import caption_facts  # noqa: E402
 
 BATCH, HELD_OUT = 16, 96
@@ -122,8 +123,10 @@ def main():
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--eval-every", type=int, default=300)
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--rope-layout", choices=ROPE_LAYOUTS, default=None,
+                        help="the fresh model's M-RoPE layout (default: TinySpec's)")
     parser.add_argument("--rope-theta", type=float, default=None,
-                        help="the language model's M-RoPE base (default: the model's own)")
+                        help="the fresh model's M-RoPE base (default: TinySpec's)")
     parser.add_argument("--object-scale", type=float, default=1.0)
     parser.add_argument("--distance", type=int, default=0,
                         help="tokens of filler text between the frame and the question")
@@ -131,21 +134,23 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", default=None, help="write the trained model here")
     args = parser.parse_args()
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
+    spec = {k: v for k, v in (("rope_layout", args.rope_layout), ("rope_theta", args.rope_theta))
+            if v is not None}
+    if args.model and spec:
+        parser.error("--rope-layout and --rope-theta build a fresh model; not with --model")
     torch.manual_seed(args.seed)
-    model_dir = args.model or make_tiny(Path(tempfile.mkdtemp()) / "tiny", seed=args.seed)
-    config = Qwen2_5_VLConfig.from_pretrained(model_dir)
-    if args.rope_theta is not None:
-        config.text_config.rope_parameters["rope_theta"] = args.rope_theta
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, config=config,
-                                                                dtype=torch.float32)
+    model_dir = args.model or make_tiny(Path(tempfile.mkdtemp()) / "tiny", seed=args.seed,
+                                        spec=replace(TinySpec(), **spec))
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    rope = model.config.text_config.rope_parameters
     processor = load_processor(model_dir, 56 * 56, REF_SIZE * REF_SIZE)
     radius = RADIUS * args.object_scale
     rng, held_rng = np.random.default_rng(args.seed), np.random.default_rng(12345)
     held_out = [sample(held_rng, radius) for _ in range(HELD_OUT)]
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
-    report = {"args": vars(args), "rope_theta": config.text_config.rope_parameters["rope_theta"],
+    report = {"args": vars(args), "rope": {"type": rope["rope_type"], "theta": rope["rope_theta"]},
               "chance": {"colour": round(math.log(len(COLOURS)), 3),
                          "shape": round(math.log(len(SHAPES)), 3),
                          "background": round(math.log(len(BACKGROUNDS)), 3),

@@ -6,6 +6,8 @@ trained under the context the model sees at inference: the visual memory window 
 results with their frames, turns packed where nothing was dropped (DESIGN.md §3), labels on
 assistant tokens only. Traces of the `train` split train; `val` traces (or, without any,
 `cold_start.eval_fraction` of the train traces) give the held-out loss after each epoch.
+A seeded `cold_start.slip_rate` share of the train traces get one call written cut short first,
+then again after the tool's error, the slip itself untrained (`vrt_ray.sft.add_slip`).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import random
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
@@ -29,7 +32,7 @@ from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_processor
 from vrt_ray.preset import load_preset
 from vrt_ray.protocol import Budgets
-from vrt_ray.sft import check_initial_view, trace_trajectory
+from vrt_ray.sft import add_slip, check_initial_view, trace_trajectory
 from vrt_ray.token_loss import TokenClasses, loss_by_class
 from vrt_ray.tracking import Tracker
 from vrt_ray.trajectory import Trajectory
@@ -54,6 +57,12 @@ def split_traces(traces: List[dict], eval_fraction: float, seed: int) -> Tuple[l
     if not train:
         raise VrtError("no train-split traces to fine-tune on")
     return train, held_out
+
+
+def with_slips(traces: List[dict], rate: float, max_turns: int, seed: int) -> List[dict]:
+    """The traces, a seeded `rate` share of them with a slip (`add_slip`); the rest as given."""
+    rng = np.random.default_rng([seed, 7])
+    return [add_slip(t, rng, max_turns) if rng.random() < rate else t for t in traces]
 
 
 def trace_trajectories(cfg: DictConfig, model_dir: str, traces: List[dict]) -> List[Trajectory]:
@@ -106,6 +115,7 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     model_dir = model_dir or cfg.model.path
     out = out or str(Path(cfg.output_dir) / "cold_start")
     train, held_out = split_traces(read_traces(cfg), c.eval_fraction, cfg.seed)
+    train = with_slips(train, c.slip_rate, cfg.protocol.max_turns, cfg.seed)
     train_samples = trace_samples(cfg, model_dir, train)
     eval_items = [s for sample in trace_samples(cfg, model_dir, held_out) for s in sample]
     steps_per_epoch = math.ceil(len(train_samples) / c.batch_size)
@@ -142,6 +152,7 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
         tracker.finish(status)
         learners.shutdown()
     return {"model": out, "steps": step, "train_traces": len(train_samples),
+            "slipped_traces": sum(any("slip" in t for t in trace["turns"]) for trace in train),
             "held_out_traces": len(held_out),
             "eval_loss": [l["all"] for l in losses],  # before, then per epoch
             "eval_loss_by_class": losses,

@@ -1,7 +1,9 @@
 """`vrt-ray warmup CONFIG [key=value ...]`: the perception warm-up (DESIGN.md §12) of a tiny
 base model: SFT on the synthetic frame captions (`captions.jsonl` under `data.dir`) of the
 training pairs' videos, `warmup.steps` steps of `warmup.batch_size` captions, through the
-learner group. The captions of validation videos give a held-out loss before and after."""
+learner group, mixed with `warmup.restate_per_pair` restating sequences a training pair
+(vrt_ray/warmup.py: the prompt copied, under a random prompt). The captions of validation
+videos, and one restating sequence a validation pair, give a held-out loss before and after."""
 from __future__ import annotations
 
 import json
@@ -9,6 +11,7 @@ import random
 from pathlib import Path
 from typing import Dict, Optional
 
+import numpy as np
 from omegaconf import DictConfig
 from tqdm import trange
 
@@ -21,18 +24,21 @@ from vrt_ray.frame_cache import FrameCache
 from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_processor
 from vrt_ray.preset import load_preset
+from vrt_ray.protocol import Budgets
 from vrt_ray.token_loss import TokenClasses, loss_by_class, loss_by_label
 from vrt_ray.tracking import Tracker
-from vrt_ray.warmup import caption_field_labels, caption_sequences
+from vrt_ray.warmup import caption_field_labels, caption_sequences, restate_sequences
 
 HELD_OUT = 64  # validation captions scored before and after, spread over the videos
 
 
-def split_videos(cfg: DictConfig, split: str) -> set:
+def split_pairs(cfg: DictConfig, split: str) -> list:
     path = Path(cfg.data.dir) / split
-    if not path.is_file():
-        return set()
-    pairs = load_pairs(path, cfg.data.format, cfg.data.video_root or None).pairs
+    return load_pairs(path, cfg.data.format, cfg.data.video_root or None).pairs \
+        if path.is_file() else []
+
+
+def videos_of(pairs) -> set:
     return {str(Path(v).resolve()) for p in pairs for v in (p.video_a, p.video_b)}
 
 
@@ -54,7 +60,8 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     if not captions.is_file():
         raise VrtError(f"{captions}: no such file (make one with `vrt-ray data synth`)")
     rows = [json.loads(line) for line in captions.open() if line.strip()]
-    train_videos, val_videos = split_videos(cfg, cfg.data.train), split_videos(cfg, cfg.data.val)
+    train_pairs, val_pairs = split_pairs(cfg, cfg.data.train), split_pairs(cfg, cfg.data.val)
+    train_videos, val_videos = videos_of(train_pairs), videos_of(val_pairs)
     train_rows = [r for r in rows if str((data_dir / r["video"]).resolve()) in train_videos]
     val_rows = [r for r in rows if str((data_dir / r["video"]).resolve()) in val_videos]
     val_rows = val_rows[::max(1, len(val_rows) // HELD_OUT)][:HELD_OUT]
@@ -65,12 +72,19 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     preset, cache = load_preset(cfg.protocol.preset), FrameCache(cfg.video.cache_mb << 20)
     train = caption_sequences(processor, train_rows, data_dir, preset, pixels, cache)
     held_out = caption_sequences(processor, val_rows, data_dir, preset, pixels, cache)
+    fields = caption_field_labels(processor.tokenizer, val_rows, held_out)
+    if w.restate_per_pair:
+        budgets, rng = Budgets.from_config(cfg.protocol), np.random.default_rng([cfg.seed, 3])
+        train += restate_sequences(processor, train_pairs, preset, budgets, pixels, cache, rng,
+                                   w.restate_per_pair)[0]
+        restate, restate_fields = restate_sequences(processor, val_pairs[:HELD_OUT], preset,
+                                                    budgets, pixels, cache, rng, 1)
+        held_out, fields = held_out + restate, fields + restate_fields
     start_ray(cfg)
     tracker = Tracker(cfg, run_name=f"{cfg.name}-warmup")
     learners = LearnerGroup(cfg.learner, model_dir, total_steps=w.steps, pixels=pixels, lr=w.lr)
     rng, losses, status = random.Random(cfg.seed), [], "FAILED"
     classes = TokenClasses(processor.tokenizer)
-    fields = caption_field_labels(processor.tokenizer, val_rows, held_out)
     try:
         learners.preload(train)  # steps draw captions at random: decode each video once
         if held_out:
@@ -90,8 +104,8 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     finally:
         tracker.finish(status)
         learners.shutdown()
-    return {"model": out, "steps": w.steps, "train_captions": len(train),
-            "held_out_captions": len(held_out), "eval_loss": [l["all"] for l in losses],
+    return {"model": out, "steps": w.steps, "train_sequences": len(train),
+            "held_out_sequences": len(held_out), "eval_loss": [l["all"] for l in losses],
             "eval_loss_by_class": losses,  # token classes, then the captions' facts
             "tracking_run_id": tracker.run_id,
             "model_version": tracker.model_version}

@@ -27,8 +27,9 @@ def test_cold_start_lowers_the_held_out_loss_and_writes_a_policy(setup):
     from vrt_ray.models import load_policy
 
     root, model = setup
-    summary = cold_start.main(_cfg(root, model))
+    summary = cold_start.main(_cfg(root, model, "cold_start.slip_rate=1.0"))
     assert summary["train_traces"] >= 2 and summary["held_out_traces"] >= 1
+    assert summary["slipped_traces"] >= 1  # replayed and trained through the real learners
     before, *after = summary["eval_loss"]
     assert len(after) == 2 and after[-1] < before
     load_policy(summary["model"])  # a loadable Hugging Face directory

@@ -1,6 +1,7 @@
 """SFT samples: labels only on assistant tokens; a turn after a window drop is trained under the
 context the episode runner builds for it."""
 
+import numpy as np
 import pytest
 from scripted import ScriptedTurns
 from video_samples import encode
@@ -14,7 +15,7 @@ from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_policy, load_processor
 from vrt_ray.preset import load_preset
 from vrt_ray.protocol import Budgets, EpisodeInput
-from vrt_ray.sft import IGNORE, labels, trace_texts, trace_trajectory
+from vrt_ray.sft import IGNORE, RETRY_THINK, add_slip, labels, trace_texts, trace_trajectory
 from vrt_ray.trajectory import to_sequences
 
 PIXELS = PixelBudget(784, 3136)
@@ -71,3 +72,33 @@ def test_sample_after_a_window_drop_is_the_runner_context(setup, tiny_model_dir)
     assert len(sft.turns[2].visuals) < len(sft.turns[1].visuals) + 1  # turn 3: the window dropped
     for a, b in zip(ran.turns, sft.turns):
         assert a.prompt_ids == b.prompt_ids and a.visuals == b.visuals and a.token_ids == b.token_ids
+
+
+def test_a_slip_is_replayed_for_its_error_but_only_the_retry_is_trained(setup):
+    processor, pair, videos = setup
+    preset, budgets = load_preset("vrt"), Budgets(initial_frames=2, memory_window=1)
+    slipped = add_slip(TRACE, np.random.default_rng(0), budgets.max_turns)
+    slip = next(i for i, t in enumerate(slipped["turns"]) if "slip" in t)
+    assert len(slipped["turns"]) == 4 and slipped["turns"][slip + 1]["think"] == RETRY_THINK
+    assert slipped["turns"][slip + 1]["tool_call"] == slipped["turns"][slip]["tool_call"]
+    texts = trace_texts(slipped, preset)
+    assert texts[slip].endswith("</tool_call>") and texts[slip] not in trace_texts(TRACE, preset)
+
+    trajectory = trace_trajectory(processor, pair, videos, {"A": 30, "B": 20}, slipped, preset,
+                                  budgets, PIXELS, FrameCache(1 << 26))
+    assert (trajectory.invalid_calls, trajectory.valid_calls) == (1, 2)
+    assert trajectory.answer_complete and len(trajectory.turns) == 3  # the slip has no turn
+    tok = processor.tokenizer
+    retry = trajectory.turns[slip]
+    assert "not valid JSON" in tok.decode(retry.prompt_ids)  # trained under the tool's error
+    assert tok.decode(retry.token_ids).startswith(f"<think>{RETRY_THINK}</think>")
+    labelled = tok.decode([t for s in to_sequences(trajectory.turns) for t in labels(s)
+                           if t != IGNORE])
+    assert texts[slip] not in labelled and texts[slip + 1] in labelled
+    assert all(text in labelled for i, text in enumerate(texts) if i not in (slip, slip + 1))
+
+
+def test_a_trace_using_every_turn_gets_no_slip():
+    full = {"pair_id": "p", "turns": TRACE["turns"][:2] + TRACE["turns"][1:]}  # 3 calls
+    assert add_slip(full, np.random.default_rng(0), max_turns=3) is full
+    assert len(add_slip(full, np.random.default_rng(0), max_turns=4)["turns"]) == 5

@@ -108,8 +108,39 @@ def test_cli_make_tiny_writes_a_loadable_checkpoint(tmp_path):
     assert run.returncode == 0, run.stderr
     model = models.load_policy(out)
     assert model.config.vision_config.out_hidden_size == model.config.text_config.hidden_size
-    assert model.config.text_config.rope_parameters["rope_theta"] == 1e6  # Qwen's, not the tiny default
+    rope = model.config.text_config.rope_parameters
+    assert (rope["rope_type"], rope["rope_theta"]) == ("default", 1e6)  # Qwen's layout
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging left
+
+    refused = subprocess.run([sys.executable, "-m", "vrt_ray", "model", "make-tiny",
+                              str(tmp_path / "no"), "--rope-layout", "split", "--rope-theta", "3"],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "uniform layout's base" in refused.stderr
+    assert not (tmp_path / "no").exists()
+
+
+def _rotary(model):
+    return next(m for name, m in model.named_modules()
+                if name.endswith("rotary_emb") and "visual" not in name)
+
+
+def test_split_layout_turns_text_slowly_and_rows_and_columns_fast(tmp_path, tiny_model_dir):
+    split = models.make_tiny(tmp_path / "split", spec=models.TinySpec(rope_layout="split"))
+    model = models.load_policy(split)
+    rotary = _rotary(model)
+    t, h, w = model.config.text_config.rope_parameters["mrope_section"]
+    freq = rotary.inv_freq.double()
+    assert torch.allclose(freq, torch.tensor(models.split_frequencies([t, h, w]), dtype=freq.dtype),
+                          rtol=1e-5)
+    assert rotary.attention_scaling == 1.0
+    assert freq[:t].min() < 1e-4 < 0.1 < freq[t:].min()  # slow text pairs, fast rows and columns
+
+    reference = models.load_policy(tiny_model_dir)
+    assert _rotary(reference).inv_freq.min() > 0.1  # the default, base 10: no slow pair at all
+    same = [n for n, _ in model.named_parameters()]
+    assert same == [n for n, _ in reference.named_parameters()]  # the layout is config only
+    weights = "model.safetensors"
+    assert (split / weights).read_bytes() == (tiny_model_dir / weights).read_bytes()
 
 
 def test_loaders_refuse_a_missing_checkpoint_without_reaching_a_hub(tmp_path):

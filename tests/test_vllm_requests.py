@@ -5,11 +5,11 @@ import torch
 from transformers.video_utils import VideoMetadata
 
 from vrt_ray.engines.base import Prompt, SamplingParams
-from vrt_ray.engines.vllm import (VIDEO_FPS, SamplingError, build_request, check_sampling,
-                                  logprobs_mode, pixel_size, sampling_kwargs, stop_token_ids,
-                                  video_item)
+from vrt_ray.engines.vllm import (VIDEO_FPS, RopeLayoutError, SamplingError, VLLMEngine,
+                                  build_request, check_rope, check_sampling, logprobs_mode,
+                                  pixel_size, sampling_kwargs, stop_token_ids, video_item)
 from vrt_ray.engines.vllm_worker import pack_weights, unpack_weights
-from vrt_ray.models import build_tiny_processor
+from vrt_ray.models import TinySpec, build_tiny_processor, make_tiny
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +118,12 @@ def test_weights_pack_to_bytes_and_back(dtype):
     assert all(isinstance(p[3], bytes) for p in packed)
     for (name, tensor), (name2, back) in zip(named, unpack_weights(packed)):
         assert name == name2 and back.dtype == dtype and torch.equal(back, tensor)
+
+
+def test_a_layout_vllm_would_position_differently_is_refused_before_vllm_starts(tmp_path,
+                                                                                tiny_model_dir,
+                                                                                processor):
+    split = make_tiny(tmp_path / "split", spec=TinySpec(rope_layout="split"))
+    with pytest.raises(RopeLayoutError, match="longrope.*--rope-layout uniform"):
+        VLLMEngine(str(split), processor)  # refused before vllm (not installed here) is imported
+    check_rope(str(tiny_model_dir))  # the default layout passes

@@ -2,6 +2,7 @@
 through a real learner group (local Ray, 2 ranks) lowers the held-out caption loss."""
 import json
 
+import numpy as np
 import pytest
 from data_helpers import stage_overrides
 
@@ -12,7 +13,10 @@ from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_processor
 from vrt_ray.preset import load_preset
 from vrt_ray.sft import IGNORE, labels
-from vrt_ray.warmup import caption_field_labels, caption_sequences
+from vrt_ray.data.loaders import load_pairs
+from vrt_ray.data.scene import parse_prompt
+from vrt_ray.protocol import Budgets
+from vrt_ray.warmup import caption_field_labels, caption_sequences, restate_sequences
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +57,38 @@ def test_caption_tokens_are_labelled_with_the_fact_they_state(data, tiny_model_d
                                 items[:1]) == [{}]
 
 
+def test_a_restating_sample_is_the_first_context_under_another_prompt(data, tiny_model_dir):
+    processor = load_processor(tiny_model_dir, 784, 3136)
+    (pair,) = load_pairs(data / "data" / "pairs.jsonl", "jsonl").pairs[:1]
+    items, fields = restate_sequences(processor, [pair], load_preset("vrt"), Budgets(),
+                                      PixelBudget(784, 3136), FrameCache(1 << 24),
+                                      np.random.default_rng(0), per_pair=6)
+    decode = processor.tokenizer.decode
+    prompts = set()
+    for item, where in zip(items, fields):
+        context = decode(item.seq.input_ids)
+        prompt = context.split("Prompt: ")[-2].split("\n")[0]  # the user turn's prompt line
+        colour, shape, direction, _ = parse_prompt(prompt)
+        prompts.add(prompt)
+        target = decode([t for t in labels(item.seq) if t != IGNORE])
+        assert target.endswith(f" {colour} {shape} moving {direction}.")
+        assert target.startswith("<think>Prompt: ") and "<|im_end|>" not in target
+        assert {decode([item.seq.input_ids[p]]).strip(): f for p, f in where.items()} == {
+            colour: "restate_colour", shape: "restate_shape", direction: "restate_direction"}
+        assert all(item.seq.action_mask[p] for p in where)
+        assert context.count("<|vision_start|>") == 2 * Budgets().initial_frames
+    assert len(prompts) > 1  # drawn at random, not the pair's own
+
+
 def test_warmup_lowers_the_held_out_caption_loss(data, tiny_model_dir, local_ray):
     from jobs import warmup
 
     summary = warmup.main(config.load("tiny_cpu", stage_overrides(
-        data, tiny_model_dir, "warmup.steps=25", "warmup.batch_size=8")))
-    assert summary["train_captions"] > summary["held_out_captions"] > 0
+        data, tiny_model_dir, "warmup.steps=25", "warmup.batch_size=8",
+        "warmup.restate_per_pair=2")))
+    assert summary["train_sequences"] > summary["held_out_sequences"] > 0
     before, after = summary["eval_loss"]
     assert after < before
     by_kind = summary["eval_loss_by_class"][-1]
-    assert {"all", "word", "number", "colour", "shape", "position", "background", "quality"} <= set(by_kind)
+    assert {"all", "word", "number", "colour", "shape", "position", "background", "quality",
+            "restate_colour", "restate_shape", "restate_direction"} <= set(by_kind)

@@ -167,6 +167,7 @@ class WarmupConfig:
     steps: int = _ge(800, 0)
     batch_size: int = _ge(16, 1)
     lr: float = _gt(1e-3, 0.0)
+    restate_per_pair: int = _ge(0, 0)  # prompt-restating sequences a training pair
 
 
 @dataclass
@@ -177,6 +178,7 @@ class ColdStartConfig:
     batch_size: int = _ge(8, 1)
     lr: float = _gt(1e-3, 0.0)
     eval_fraction: float = _range(0.1, 0.0, 0.9)
+    slip_rate: float = _range(0.0, 0.0, 1.0)  # share of train traces with a cut-short call
 
 
 @dataclass

@@ -65,7 +65,11 @@ class TinySpec:
     min_pixels: int = 56 * 56
     max_pixels: int = 112 * 112
     max_position_embeddings: int = 32768
-    rope_theta: float = 10.0  # not Qwen's 1e6: at 4x4 visual tokens a frame, that hides position
+    rope_layout: str = "uniform"  # ROPE_LAYOUTS; docs/tiny_model.md measures both
+    rope_theta: float = 10.0  # the uniform layout's base; not Qwen's 1e6, which hides position
+
+
+ROPE_LAYOUTS = ("split", "uniform")
 
 
 def train_tokenizer(spec: TinySpec = TinySpec()) -> Qwen2Tokenizer:
@@ -114,8 +118,7 @@ def build_tiny_config(tokenizer, spec: TinySpec = TinySpec()) -> Qwen2_5_VLConfi
         intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
         num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads,
         max_position_embeddings=spec.max_position_embeddings, rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": spec.rope_theta,
-                         "mrope_section": _mrope_section(head_dim)},
+        rope_parameters=rope_parameters(spec, head_dim),
         bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
         pad_token_id=ids("<|endoftext|>"), max_window_layers=spec.num_layers,
     )
@@ -131,6 +134,37 @@ def build_tiny_config(tokenizer, spec: TinySpec = TinySpec()) -> Qwen2_5_VLConfi
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
         tie_word_embeddings=False,
     )
+
+
+def rope_parameters(spec: TinySpec, head_dim: int) -> dict:
+    """The language model's M-RoPE parameters for `spec.rope_layout`.
+
+    "uniform" is Qwen2.5-VL's own: one geometric series of frequencies at base `rope_theta`,
+    its fastest pairs for time (and text), the slower ones for rows, the slowest for columns.
+    "split" gives each section its own series through transformers' per-pair `longrope`
+    factors: rows and columns turn fast, 1 to 0.12 rad a step, so a 4x4 frame's tokens differ
+    in phase; time/text pairs turn slowly, 0.1 to 1e-5 rad a position, so attention can match
+    text far back by content. A text token turns all three sections by its position, so text
+    sees the whole 1 to 1e-5 range.
+    """
+    section = _mrope_section(head_dim)
+    if spec.rope_layout == "uniform":
+        return {"rope_type": "default", "rope_theta": spec.rope_theta, "mrope_section": section}
+    if spec.rope_layout != "split":
+        raise ValueError(f"rope_layout {spec.rope_layout!r}: expected one of {ROPE_LAYOUTS}")
+    factors = [1.0 / (freq * spec.rope_theta ** (2 * i / head_dim))  # longrope divides by these
+               for i, freq in enumerate(split_frequencies(section))]
+    return {"rope_type": "longrope", "rope_theta": spec.rope_theta, "mrope_section": section,
+            "short_factor": factors, "long_factor": factors, "factor": 1.0,
+            "attention_factor": 1.0,
+            "original_max_position_embeddings": spec.max_position_embeddings}
+
+
+def split_frequencies(section: list[int]) -> list[float]:
+    """Rad per position of each rotary pair in the "split" layout, in M-RoPE's [t, h, w] order."""
+    t, h, w = section
+    return ([10.0 ** -(1 + 4 * k / (t - 1)) for k in range(t)]
+            + [10.0 ** (-m / h) for m in range(h)] + [10.0 ** (-m / w) for m in range(w)])
 
 
 def _mrope_section(head_dim: int) -> list[int]:

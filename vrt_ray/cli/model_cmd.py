@@ -1,4 +1,5 @@
-"""`vrt-ray model make-tiny OUT [--seed N] [--rope-theta B]`: build the tiny random Qwen2.5-VL."""
+"""`vrt-ray model make-tiny OUT [--seed N] [--rope-layout L] [--rope-theta B]`: build the tiny
+random Qwen2.5-VL."""
 from __future__ import annotations
 
 import argparse
@@ -14,18 +15,30 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "bytes. Loads with AutoModelForImageTextToText / AutoProcessor.")
     tiny.add_argument("out", metavar="OUT", help="checkpoint directory to write (replaced)")
     tiny.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    tiny.add_argument("--rope-layout", choices=("split", "uniform"), default=None,
+                      help="the language model's M-RoPE frequencies: 'uniform' (default; "
+                           "Qwen's, at --rope-theta) or 'split' (slow for text, fast for rows "
+                           "and columns; HF engine only); docs/tiny_model.md compares them")
     tiny.add_argument("--rope-theta", type=float, default=None,
-                      help="the language model's M-RoPE base (default: TinySpec's; "
-                           "docs/tiny_model.md says why it matters)")
+                      help="the uniform layout's base (implies --rope-layout uniform; "
+                           "default 10; Qwen's is 1e6)")
     tiny.set_defaults(handler=_make_tiny)
 
 
 def _make_tiny(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from vrt_ray.cli import UserError
     from vrt_ray.models import TinySpec, make_tiny
 
-    spec = TinySpec() if args.rope_theta is None else replace(TinySpec(), rope_theta=args.rope_theta)
+    spec = TinySpec()
+    if args.rope_theta is not None:
+        if args.rope_layout == "split":
+            raise UserError("--rope-theta sets the uniform layout's base; "
+                            "the split layout's frequencies are fixed")
+        spec = replace(spec, rope_layout="uniform", rope_theta=args.rope_theta)
+    elif args.rope_layout is not None:
+        spec = replace(spec, rope_layout=args.rope_layout)
     out = make_tiny(args.out, seed=args.seed, spec=spec)
     print(f"wrote {out}")
     return 0

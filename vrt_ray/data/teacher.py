@@ -226,7 +226,7 @@ class Teacher:
         initial = {name: uniform_indices(v.n, self.k) for name, v in videos.items()}
         first = {name: self._look(videos[name], initial[name]) for name in VIDEOS}
         turns = []
-        text = [f"Prompt: {_article(colour)} {colour} {shape} moving {direction}."]
+        text = [restatement(colour, shape, direction)]
         for name in VIDEOS:
             text.append(self._describe(videos[name], first[name]))
         pending = " ".join(text)
@@ -362,6 +362,11 @@ class Teacher:
         answer["overall"] = "A" if wins_a > wins_b else "B" if wins_b > wins_a else "tie"
         lines.append(f"Overall: A wins {wins_a}, B wins {wins_b}, {answer['overall']}.")
         return " ".join(lines), answer
+
+
+def restatement(colour: str, shape: str, direction: str) -> str:
+    """How the teacher's first turn opens: the prompt's object and motion, restated."""
+    return f"Prompt: {_article(colour)} {colour} {shape} moving {direction}."
 
 
 def _article(word: str) -> str:

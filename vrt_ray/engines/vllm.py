@@ -26,9 +26,16 @@ to the worker's own `reload_weights` (the model's `load_weights` plus the kernel
 at start-up), then drops the prefix cache, whose KV was computed under the old weights.
 vLLM 0.32's weight-transfer engines (NCCL, CUDA IPC, ...) run on GPU workers only and need a
 trainer-side peer; they are not wired here.
+
+Rotary layouts: vLLM 0.32 builds M-RoPE (`mrope_section`) for the "default" and "yarn" rope
+types only; any other type with sections gets a 1-D rotary, which would give a Qwen2.5-VL
+wrong positions. `check_rope` refuses such a checkpoint (the tiny model's "split" layout is
+"longrope") before vLLM starts.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -39,6 +46,7 @@ from vrt_ray.errors import VrtError
 if TYPE_CHECKING:
     import torch
 
+MROPE_TYPES = ("default", "yarn")  # rope types vLLM 0.32 applies M-RoPE sections under
 # transformers' VideoMetadata.sampled_fps for clips passed without fps (the HF engine's case).
 VIDEO_FPS = 24.0
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -46,6 +54,24 @@ STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
 class SamplingError(VrtError):
     """Sampling settings for which vLLM cannot return our log-probs."""
+
+
+class RopeLayoutError(VrtError):
+    """A checkpoint whose M-RoPE layout vLLM would compute differently from transformers."""
+
+
+def check_rope(model_dir: str) -> None:
+    """Refuse a checkpoint with M-RoPE sections under a rope type vLLM builds without them."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    rope = config.get("text_config", config).get("rope_parameters") \
+        or config.get("text_config", config).get("rope_scaling") or {}
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if "mrope_section" in rope and kind not in MROPE_TYPES:
+        raise RopeLayoutError(
+            f"{model_dir}: rope_type {kind!r} with mrope_section; vLLM applies M-RoPE only for "
+            f"{', '.join(MROPE_TYPES)}, so its positions would differ from training. Use the HF "
+            "engine (rollout.engine=hf), or for the tiny model `vrt-ray model make-tiny "
+            "--rope-layout uniform`.")
 
 
 def stop_token_ids(tokenizer) -> List[int]:
@@ -147,6 +173,7 @@ class VLLMEngine:
                  dtype: str = "auto", seed: int = 0, policy_version: int = 0,
                  limit_mm_per_prompt: Optional[dict] = None,
                  kv_cache_memory_bytes: Optional[int] = None):
+        check_rope(model_dir)
         from vllm import LLM
 
         self.processor = processor

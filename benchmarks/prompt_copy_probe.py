@@ -1,0 +1,150 @@
+"""Can the tiny model restate its prompt? Text-copy SFT in one process; prints JSON.
+
+The cold-start traces open by restating the prompt ("Prompt: a red circle moving right.") after
+the user turn's labelled initial frames, and a policy that cannot copy it judges text alignment
+blind. Each step trains on --batch user turns laid out as the protocol lays them out (the
+prompt, then --frames labelled images of random objects, so the answer is in the text only,
+then --filler tokens of neutral text) with the assistant restating the prompt; every
+--eval-every steps it reports the held-out loss (nats) of the restated colour, shape and
+direction words over 64 prompts it never trains on, next to each word's chance level.
+Variants: the M-RoPE layout (--rope-layout, and --rope-theta for the uniform one).
+Usage: OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/prompt_copy_probe.py [--steps 1500]
+           [--rope-layout uniform --rope-theta 10] [--frames 8] [--filler 0]
+"""
+import argparse
+import math
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from json_stdout import claim_stdout, emit  # noqa: E402
+from perception_probe import filler, sample  # noqa: E402
+
+from vrt_ray.data.scene import COLOURS, DIRECTIONS, RADIUS, REF_SIZE, SHAPES  # noqa: E402
+from vrt_ray.models import ROPE_LAYOUTS, TinySpec, load_processor, make_tiny  # noqa: E402
+
+HELD_OUT = 64
+WORDS = {"colour": list(COLOURS), "shape": list(SHAPES), "direction": list(DIRECTIONS)}
+
+
+def prompt_words(rng):
+    return {fact: values[rng.integers(len(values))] for fact, values in WORDS.items()}
+
+
+def restated(words):
+    return f"Prompt: a {words['colour']} {words['shape']} moving {words['direction']}."
+
+
+def item(rng, frames):
+    words = prompt_words(rng)
+    images = [sample(rng, RADIUS)[0] for _ in range(frames)]
+    return words, images
+
+
+def batch(processor, items, filler_tokens):
+    """Model inputs, labels on the restatement and <|im_end|>, and per item the position of
+    each prompt word's first token."""
+    tok = processor.tokenizer
+    texts, images, wanted = [], [], []
+    for words, frames in items:
+        intro = f"{restated(words)}\nVideo A has {len(frames)} frames."
+        content = [{"type": "text", "text": intro}]
+        for i, _ in enumerate(frames):
+            content += [{"type": "text", "text": f"\nVideo A, frame {i + 1} of {len(frames)}"},
+                        {"type": "image"}]
+        if filler_tokens:
+            content.append({"type": "text", "text": "\n" + filler(tok, filler_tokens)})
+        message = [{"role": "user", "content": content}]
+        prompt = processor.apply_chat_template(message, add_generation_prompt=True, tokenize=False)
+        texts.append(prompt + restated(words) + "<|im_end|>")
+        images += frames
+        wanted.append(words)
+    enc = processor(text=texts, images=images or None, return_tensors="pt", padding=True)
+    labels = torch.full_like(enc["input_ids"], -100)
+    spots = []
+    for r, words in enumerate(wanted):
+        answer = tok.encode(restated(words) + "<|im_end|>", add_special_tokens=False)
+        end = int(enc["attention_mask"][r].nonzero().max()) + 1
+        start = end - len(answer)
+        labels[r, start:end] = torch.tensor(answer)
+        spots.append({fact: start + _word_offset(tok, words, fact) for fact in WORDS})
+    return enc, labels, spots
+
+
+def _word_offset(tok, words, fact):
+    """Index, within the restatement's tokens, of the first token of `fact`'s word."""
+    text = restated(words)
+    head = text[:text.index(" " + words[fact] + (" " if fact != "direction" else "."))]
+    return len(tok.encode(head, add_special_tokens=False))
+
+
+def held_out_loss(model, processor, held_out, filler_tokens, size):
+    total = {fact: [0.0, 0] for fact in WORDS}
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(held_out), size):
+            enc, labels, spots = batch(processor, held_out[i:i + size], filler_tokens)
+            logp = torch.log_softmax(model(**enc).logits[:, :-1].float(), -1)
+            for r, where in enumerate(spots):
+                for fact, p in where.items():
+                    total[fact][0] -= logp[r, p - 1, labels[r, p]].item()
+                    total[fact][1] += 1
+    model.train()
+    return {fact: round(s / n, 3) for fact, (s, n) in total.items()}
+
+
+def main():
+    out = claim_stdout()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--frames", type=int, default=8, help="labelled images after the prompt")
+    parser.add_argument("--filler", type=int, default=0, help="tokens of filler after the images")
+    parser.add_argument("--rope-layout", choices=ROPE_LAYOUTS, default=None)
+    parser.add_argument("--rope-theta", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    spec = {k: v for k, v in (("rope_layout", args.rope_layout), ("rope_theta", args.rope_theta))
+            if v is not None}
+    torch.manual_seed(args.seed)
+    model_dir = make_tiny(Path(tempfile.mkdtemp()) / "tiny", seed=args.seed,
+                          spec=replace(TinySpec(), **spec))
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    rope = model.config.text_config.rope_parameters
+    processor = load_processor(model_dir, 56 * 56, REF_SIZE * REF_SIZE)
+    rng, held_rng = np.random.default_rng(args.seed), np.random.default_rng(12345)
+    held_out = [item(held_rng, args.frames) for _ in range(HELD_OUT)]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    report = {"args": vars(args), "rope": {"type": rope["rope_type"], "theta": rope["rope_theta"]},
+              "chance": {fact: round(math.log(len(v)), 3) for fact, v in WORDS.items()},
+              "held_out_loss": [{"step": 0, **held_out_loss(model, processor, held_out,
+                                                            args.filler, args.batch)}]}
+    start = time.perf_counter()
+    for step in range(1, args.steps + 1):
+        enc, labels, _ = batch(processor, [item(rng, args.frames) for _ in range(args.batch)],
+                               args.filler)
+        model(**enc, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if step % args.eval_every == 0 or step == args.steps:
+            loss = held_out_loss(model, processor, held_out, args.filler, args.batch)
+            row = {"step": step, **loss}
+            report["held_out_loss"].append(row)
+            print(row, file=sys.stderr, flush=True)
+    report["train_seconds"] = round(time.perf_counter() - start, 1)
+    emit(out, report)
+
+
+if __name__ == "__main__":
+    main()
