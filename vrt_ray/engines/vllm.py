@@ -63,8 +63,8 @@ class RopeLayoutError(VrtError):
 def check_rope(model_dir: str) -> None:
     """Refuse a checkpoint with M-RoPE sections under a rope type vLLM builds without them."""
     config = json.loads((Path(model_dir) / "config.json").read_text())
-    rope = config.get("text_config", config).get("rope_parameters") \
-        or config.get("text_config", config).get("rope_scaling") or {}
+    text = config.get("text_config", config)
+    rope = text.get("rope_parameters") or text.get("rope_scaling") or {}
     kind = rope.get("rope_type", rope.get("type", "default"))
     if "mrope_section" in rope and kind not in MROPE_TYPES:
         raise RopeLayoutError(
