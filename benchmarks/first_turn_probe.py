@@ -31,15 +31,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from json_stdout import claim_stdout, emit  # noqa: E402
 
 from jobs.cold_start import read_traces, split_traces, trace_trajectories  # noqa: E402
 from vrt_ray import config  # noqa: E402
-from vrt_ray.engines.base import SamplingParams  # noqa: E402
-from vrt_ray.episodes import prepare_prompt  # noqa: E402
 from vrt_ray.data.loaders import load_pairs  # noqa: E402
+from vrt_ray.engines.base import SamplingParams  # noqa: E402
+from vrt_ray.engines.hf import HFEngine  # noqa: E402
+from vrt_ray.episodes import prepare_prompt  # noqa: E402
 from vrt_ray.frame_cache import FrameCache  # noqa: E402
 from vrt_ray.judge import frame_counts  # noqa: E402
 from vrt_ray.learner_core import sequence_logprobs, sft_loss_for, train_sequences  # noqa: E402
@@ -47,7 +47,6 @@ from vrt_ray.model_inputs import FrameSource, PixelBudget  # noqa: E402
 from vrt_ray.models import load_policy, load_processor, save_checkpoint  # noqa: E402
 from vrt_ray.preset import load_preset  # noqa: E402
 from vrt_ray.protocol import Budgets, Episode, EpisodeInput  # noqa: E402
-from vrt_ray.engines.hf import HFEngine  # noqa: E402
 from vrt_ray.token_loss import TokenClasses, loss_by_class  # noqa: E402
 from vrt_ray.tool_calls import FrameRequest, extract_call_text, parse_tool_call  # noqa: E402
 from vrt_ray.warmup import restate_sequences  # noqa: E402
@@ -57,14 +56,23 @@ def first_turn(trace: dict) -> dict:
     return {**trace, "turns": trace["turns"][:1]}
 
 
+def pairs_by_id(cfg) -> dict:
+    """The pairs of the train and val splits under `data.dir`, by id."""
+    out = {}
+    for split in (cfg.data.train, cfg.data.val):
+        path = Path(cfg.data.dir) / split
+        if path.is_file():
+            out.update((p.id, p) for p in load_pairs(path, cfg.data.format,
+                                                     cfg.data.video_root or None).pairs)
+    return out
+
+
 def restating(cfg, model_dir, traces, per_pair, seed):
     """The warm-up's restating sequences on the traces' pairs."""
-    pairs = load_pairs(Path(cfg.data.dir) / cfg.data.train, cfg.data.format,
-                       cfg.data.video_root or None).pairs
-    wanted = {t["pair_id"] for t in traces}
+    pairs = pairs_by_id(cfg)
     processor = load_processor(model_dir, cfg.video.min_pixels, cfg.video.max_pixels)
     pixels = PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend)
-    items, _ = restate_sequences(processor, [p for p in pairs if p.id in wanted],
+    items, _ = restate_sequences(processor, [pairs[t["pair_id"]] for t in traces],
                                  load_preset(cfg.protocol.preset),
                                  Budgets.from_config(cfg.protocol), pixels,
                                  FrameCache(cfg.video.cache_mb << 20),
@@ -74,8 +82,7 @@ def restating(cfg, model_dir, traces, per_pair, seed):
 
 def first_contexts(cfg, processor, traces, cache):
     """Per trace, its pair's frame counts and the engine prompt of the episode's first turn."""
-    pairs = {p.id: p for p in load_pairs(Path(cfg.data.dir) / cfg.data.val, cfg.data.format,
-                                         cfg.data.video_root or None).pairs}
+    pairs = pairs_by_id(cfg)
     preset, budgets = load_preset(cfg.protocol.preset), Budgets.from_config(cfg.protocol)
     pixels = PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend)
     counts, prompts = [], []

@@ -7,9 +7,11 @@ prompt, then --frames labelled images of random objects, so the answer is in the
 then --filler tokens of neutral text) with the assistant restating the prompt; every
 --eval-every steps it reports the held-out loss (nats) of the restated colour, shape and
 direction words over 64 prompts it never trains on, next to each word's chance level.
-Variants: the M-RoPE layout (--rope-layout, and --rope-theta for the uniform one).
+Variants: the M-RoPE layout (--rope-layout, and --rope-theta for the uniform one); --system
+opens each conversation with the episodes' system prompt (about 400 tokens), as the real
+first context does.
 Usage: OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/prompt_copy_probe.py [--steps 1500]
-           [--rope-layout uniform --rope-theta 10] [--frames 8] [--filler 0]
+           [--rope-layout uniform --rope-theta 10] [--frames 8] [--filler 0] [--system]
 """
 import argparse
 import math
@@ -29,6 +31,8 @@ from perception_probe import filler, sample  # noqa: E402
 
 from vrt_ray.data.scene import COLOURS, DIRECTIONS, RADIUS, REF_SIZE, SHAPES  # noqa: E402
 from vrt_ray.models import ROPE_LAYOUTS, TinySpec, load_processor, make_tiny  # noqa: E402
+from vrt_ray.preset import load_preset  # noqa: E402
+from vrt_ray.protocol import Budgets, Episode, EpisodeInput  # noqa: E402
 
 HELD_OUT = 64
 WORDS = {"colour": list(COLOURS), "shape": list(SHAPES), "direction": list(DIRECTIONS)}
@@ -48,7 +52,13 @@ def item(rng, frames):
     return words, images
 
 
-def batch(processor, items, filler_tokens):
+def system_prompt() -> str:
+    """The system prompt episodes of the `vrt` preset open with, at the default budgets."""
+    inp = EpisodeInput("probe", "", {"A": "", "B": ""}, {"A": 16, "B": 16})
+    return Episode(inp, load_preset("vrt"), Budgets()).messages[0]["content"]
+
+
+def batch(processor, items, filler_tokens, system=""):
     """Model inputs, labels on the restatement and <|im_end|>, and per item the position of
     each prompt word's first token."""
     tok = processor.tokenizer
@@ -62,6 +72,8 @@ def batch(processor, items, filler_tokens):
         if filler_tokens:
             content.append({"type": "text", "text": "\n" + filler(tok, filler_tokens)})
         message = [{"role": "user", "content": content}]
+        if system:
+            message.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
         prompt = processor.apply_chat_template(message, add_generation_prompt=True, tokenize=False)
         texts.append(prompt + restated(words) + "<|im_end|>")
         images += frames
@@ -85,12 +97,12 @@ def _word_offset(tok, words, fact):
     return len(tok.encode(head, add_special_tokens=False))
 
 
-def held_out_loss(model, processor, held_out, filler_tokens, size):
+def held_out_loss(model, processor, held_out, filler_tokens, size, system):
     total = {fact: [0.0, 0] for fact in WORDS}
     model.eval()
     with torch.no_grad():
         for i in range(0, len(held_out), size):
-            enc, labels, spots = batch(processor, held_out[i:i + size], filler_tokens)
+            enc, labels, spots = batch(processor, held_out[i:i + size], filler_tokens, system)
             logp = torch.log_softmax(model(**enc).logits[:, :-1].float(), -1)
             for r, where in enumerate(spots):
                 for fact, p in where.items():
@@ -109,6 +121,8 @@ def main():
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--frames", type=int, default=8, help="labelled images after the prompt")
     parser.add_argument("--filler", type=int, default=0, help="tokens of filler after the images")
+    parser.add_argument("--system", action="store_true",
+                        help="open each conversation with the episodes' system prompt")
     parser.add_argument("--rope-layout", choices=ROPE_LAYOUTS, default=None)
     parser.add_argument("--rope-theta", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -125,20 +139,22 @@ def main():
     processor = load_processor(model_dir, 56 * 56, REF_SIZE * REF_SIZE)
     rng, held_rng = np.random.default_rng(args.seed), np.random.default_rng(12345)
     held_out = [item(held_rng, args.frames) for _ in range(HELD_OUT)]
+    system = system_prompt() if args.system else ""
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     report = {"args": vars(args), "rope": {"type": rope["rope_type"], "theta": rope["rope_theta"]},
               "chance": {fact: round(math.log(len(v)), 3) for fact, v in WORDS.items()},
               "held_out_loss": [{"step": 0, **held_out_loss(model, processor, held_out,
-                                                            args.filler, args.batch)}]}
+                                                            args.filler, args.batch,
+                                                            system)}]}
     start = time.perf_counter()
     for step in range(1, args.steps + 1):
         enc, labels, _ = batch(processor, [item(rng, args.frames) for _ in range(args.batch)],
-                               args.filler)
+                               args.filler, system)
         model(**enc, labels=labels).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         if step % args.eval_every == 0 or step == args.steps:
-            loss = held_out_loss(model, processor, held_out, args.filler, args.batch)
+            loss = held_out_loss(model, processor, held_out, args.filler, args.batch, system)
             row = {"step": step, **loss}
             report["held_out_loss"].append(row)
             print(row, file=sys.stderr, flush=True)
