@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from json_stdout import claim_stdout, emit  # noqa: E402
 
-from jobs.cold_start import read_traces, split_traces, trace_trajectories  # noqa: E402
+from jobs.cold_start import (pairs_by_id, read_traces, split_traces,  # noqa: E402
+                              trace_trajectories)
 from vrt_ray import config  # noqa: E402
-from vrt_ray.data.loaders import load_pairs  # noqa: E402
 from vrt_ray.engines.base import SamplingParams  # noqa: E402
 from vrt_ray.engines.hf import HFEngine  # noqa: E402
 from vrt_ray.episodes import prepare_prompt  # noqa: E402
@@ -54,17 +54,6 @@ from vrt_ray.warmup import restate_sequences  # noqa: E402
 
 def first_turn(trace: dict) -> dict:
     return {**trace, "turns": trace["turns"][:1]}
-
-
-def pairs_by_id(cfg) -> dict:
-    """The pairs of the train and val splits under `data.dir`, by id."""
-    out = {}
-    for split in (cfg.data.train, cfg.data.val):
-        path = Path(cfg.data.dir) / split
-        if path.is_file():
-            out.update((p.id, p) for p in load_pairs(path, cfg.data.format,
-                                                     cfg.data.video_root or None).pairs)
-    return out
 
 
 def restating(cfg, model_dir, traces, per_pair, seed):

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from actors.learner import LearnerGroup
 from jobs.grpo import start_ray
+from vrt_ray.data import PreferencePair
 from vrt_ray.data.loaders import load_pairs
 from vrt_ray.errors import VrtError
 from vrt_ray.frame_cache import FrameCache
@@ -65,14 +66,20 @@ def with_slips(traces: List[dict], rate: float, max_turns: int, seed: int) -> Li
     return [add_slip(t, rng, max_turns) if rng.random() < rate else t for t in traces]
 
 
-def trace_trajectories(cfg: DictConfig, model_dir: str, traces: List[dict]) -> List[Trajectory]:
-    """Each trace replayed under the run's protocol settings: the contexts an engine would see."""
+def pairs_by_id(cfg: DictConfig) -> Dict[str, PreferencePair]:
+    """The pairs of the train and val splits under `data.dir` (those that exist), by id."""
     pairs = {}
     for split in (cfg.data.train, cfg.data.val):
         path = Path(cfg.data.dir) / split
         if path.is_file():
             pairs.update((p.id, p) for p in load_pairs(path, cfg.data.format,
                                                        cfg.data.video_root or None).pairs)
+    return pairs
+
+
+def trace_trajectories(cfg: DictConfig, model_dir: str, traces: List[dict]) -> List[Trajectory]:
+    """Each trace replayed under the run's protocol settings: the contexts an engine would see."""
+    pairs = pairs_by_id(cfg)
     processor = load_processor(model_dir, cfg.video.min_pixels, cfg.video.max_pixels)
     preset, budgets = load_preset(cfg.protocol.preset), Budgets.from_config(cfg.protocol)
     pixels = PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend)
