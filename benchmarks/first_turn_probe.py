@@ -56,10 +56,9 @@ def first_turn(trace: dict) -> dict:
     return {**trace, "turns": trace["turns"][:1]}
 
 
-def restating(cfg, model_dir, traces, per_pair, seed):
+def restating(cfg, processor, traces, per_pair, seed):
     """The warm-up's restating sequences on the traces' pairs."""
     pairs = pairs_by_id(cfg)
-    processor = load_processor(model_dir, cfg.video.min_pixels, cfg.video.max_pixels)
     pixels = PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend)
     items, _ = restate_sequences(processor, [pairs[t["pair_id"]] for t in traces],
                                  load_preset(cfg.protocol.preset),
@@ -143,14 +142,14 @@ def main():
     train, held_out = split_traces(read_traces(cfg), cfg.cold_start.eval_fraction, cfg.seed)
     held_out = held_out[:args.held_out]
     started = time.time()
+    processor = load_processor(args.model, cfg.video.min_pixels, cfg.video.max_pixels)
     if args.restate_only:
-        train_items = restating(cfg, args.model, train, args.restate_only, args.seed)
+        train_items = restating(cfg, processor, train, args.restate_only, args.seed)
     else:
         train_items = [train_sequences(t)[0] for t in
                        trace_trajectories(cfg, args.model, [first_turn(t) for t in train])]
     held_traj = trace_trajectories(cfg, args.model, [first_turn(t) for t in held_out])
     eval_items = [train_sequences(t)[0] for t in held_traj]
-    processor = load_processor(args.model, cfg.video.min_pixels, cfg.video.max_pixels)
     cache = FrameCache(cfg.video.cache_mb << 20)
     counts, prompts = first_contexts(cfg, processor, held_out, cache)
     model = load_policy(args.model)
