@@ -7,11 +7,13 @@ prompt, then --frames labelled images of random objects, so the answer is in the
 then --filler tokens of neutral text) with the assistant restating the prompt; every
 --eval-every steps it reports the held-out loss (nats) of the restated colour, shape and
 direction words over 64 prompts it never trains on, next to each word's chance level.
-Variants: the M-RoPE layout (--rope-layout, and --rope-theta for the uniform one); --system
+Variants: the M-RoPE layout (--rope-layout, and --rope-theta for the uniform one); the model's
+shape (--spec hidden_size=256 num_heads=4 ...: vrt_ray.models.TinySpec's fields); --system
 opens each conversation with the episodes' system prompt (about 400 tokens), as the real
-first context does.
+first context does; --system filler, with as many tokens of neutral text instead.
 Usage: OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/prompt_copy_probe.py [--steps 1500]
-           [--rope-layout uniform --rope-theta 10] [--frames 8] [--filler 0] [--system]
+           [--rope-layout uniform --rope-theta 10] [--frames 8] [--filler 0] [--system [filler]]
+           [--spec KEY=VALUE ...]
 """
 import argparse
 import math
@@ -30,7 +32,7 @@ from json_stdout import claim_stdout, emit  # noqa: E402
 from perception_probe import filler, sample  # noqa: E402
 
 from vrt_ray.data.scene import COLOURS, DIRECTIONS, RADIUS, REF_SIZE, SHAPES  # noqa: E402
-from vrt_ray.models import ROPE_LAYOUTS, TinySpec, load_processor, make_tiny  # noqa: E402
+from vrt_ray.models import ROPE_LAYOUTS, load_processor, make_tiny, tiny_spec  # noqa: E402
 from vrt_ray.preset import load_preset  # noqa: E402
 from vrt_ray.protocol import Budgets, Episode, EpisodeInput  # noqa: E402
 
@@ -121,27 +123,33 @@ def main():
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--frames", type=int, default=8, help="labelled images after the prompt")
     parser.add_argument("--filler", type=int, default=0, help="tokens of filler after the images")
-    parser.add_argument("--system", action="store_true",
-                        help="open each conversation with the episodes' system prompt")
+    parser.add_argument("--system", nargs="?", const="episodes", choices=("episodes", "filler"),
+                        help="open each conversation with the episodes' system prompt, or "
+                             "with as many tokens of neutral filler")
     parser.add_argument("--rope-layout", choices=ROPE_LAYOUTS, default=None)
     parser.add_argument("--rope-theta", type=float, default=None)
+    parser.add_argument("--spec", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="tiny model shape (vrt_ray.models.TinySpec), e.g. hidden_size=256")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    spec = {k: v for k, v in (("rope_layout", args.rope_layout), ("rope_theta", args.rope_theta))
+    rope = {k: v for k, v in (("rope_layout", args.rope_layout), ("rope_theta", args.rope_theta))
             if v is not None}
+    spec = replace(tiny_spec(args.spec), **rope)
     torch.manual_seed(args.seed)
-    model_dir = make_tiny(Path(tempfile.mkdtemp()) / "tiny", seed=args.seed,
-                          spec=replace(TinySpec(), **spec))
+    model_dir = make_tiny(Path(tempfile.mkdtemp()) / "tiny", seed=args.seed, spec=spec)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
     rope = model.config.text_config.rope_parameters
     processor = load_processor(model_dir, 56 * 56, REF_SIZE * REF_SIZE)
     rng, held_rng = np.random.default_rng(args.seed), np.random.default_rng(12345)
     held_out = [item(held_rng, args.frames) for _ in range(HELD_OUT)]
     system = system_prompt() if args.system else ""
+    if args.system == "filler":
+        system = filler(processor.tokenizer, len(processor.tokenizer.encode(system)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
-    report = {"args": vars(args), "rope": {"type": rope["rope_type"], "theta": rope["rope_theta"]},
+    report = {"args": vars(args), "parameters": sum(p.numel() for p in model.parameters()),
+              "rope": {"type": rope["rope_type"], "theta": rope["rope_theta"]},
               "chance": {fact: round(math.log(len(v)), 3) for fact, v in WORDS.items()},
               "held_out_loss": [{"step": 0, **held_out_loss(model, processor, held_out,
                                                             args.filler, args.batch,

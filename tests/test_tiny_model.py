@@ -119,6 +119,25 @@ def test_cli_make_tiny_writes_a_loadable_checkpoint(tmp_path):
     assert not (tmp_path / "no").exists()
 
 
+def test_cli_make_tiny_takes_another_shape_and_refuses_a_bad_one(tmp_path):
+    out = tmp_path / "wide"
+    run = subprocess.run([sys.executable, "-m", "vrt_ray", "model", "make-tiny", str(out),
+                          "--spec", "hidden_size=256", "num_heads=4", "num_kv_heads=2"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    text = models.load_policy(out).config.text_config
+    assert (text.hidden_size, text.num_attention_heads, text.num_key_value_heads,
+            text.hidden_size // text.num_attention_heads) == (256, 4, 2, 64)
+    for spec, message in (("hidden=256", "KEY one of bpe_vocab"),
+                          ("num_layers=two", "num_layers must be int"),
+                          ("num_heads=3", "must split into num_heads 3")):
+        refused = subprocess.run([sys.executable, "-m", "vrt_ray", "model", "make-tiny",
+                                  str(tmp_path / "no"), "--spec", spec],
+                                 capture_output=True, text=True)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+    assert not (tmp_path / "no").exists()
+
+
 def _rotary(model):
     return next(m for name, m in model.named_modules()
                 if name.endswith("rotary_emb") and "visual" not in name)

@@ -12,9 +12,9 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
@@ -70,6 +70,30 @@ class TinySpec:
 
 
 ROPE_LAYOUTS = ("split", "uniform")
+
+
+def tiny_spec(overrides: Sequence[str] = (), base: TinySpec = TinySpec()) -> TinySpec:
+    """`base` with `key=value` overrides of its fields (`hidden_size=256`, `num_heads=4`);
+    a clear error for an unknown field, a value of the wrong type or a shape that does not
+    split into heads."""
+    kinds = {f.name: f.type for f in fields(TinySpec)}
+    changes = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in kinds:
+            raise VrtError(f"tiny model spec {item!r}: expected KEY=VALUE, KEY one of "
+                           f"{', '.join(kinds)}")
+        kind = {"int": int, "float": float}.get(kinds[key], str)
+        try:
+            changes[key] = kind(value)
+        except ValueError:
+            raise VrtError(f"tiny model spec {item!r}: {key} must be {kind.__name__}") from None
+    spec = replace(base, **changes)
+    if spec.hidden_size % spec.num_heads or spec.num_heads % spec.num_kv_heads:
+        raise VrtError(f"tiny model spec: hidden_size {spec.hidden_size} must split into "
+                       f"num_heads {spec.num_heads}, and those into num_kv_heads "
+                       f"{spec.num_kv_heads}")
+    return spec
 
 
 def train_tokenizer(spec: TinySpec = TinySpec()) -> Qwen2Tokenizer:

@@ -1,5 +1,5 @@
-"""`vrt-ray model make-tiny OUT [--seed N] [--rope-layout L] [--rope-theta B]`: build the tiny
-random Qwen2.5-VL."""
+"""`vrt-ray model make-tiny OUT [--seed N] [--rope-layout L] [--rope-theta B] [--spec K=V ...]`:
+build the tiny random Qwen2.5-VL."""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +22,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     tiny.add_argument("--rope-theta", type=float, default=None,
                       help="the uniform layout's base (implies --rope-layout uniform; "
                            "default 10; Qwen's is 1e6)")
+    tiny.add_argument("--spec", nargs="+", default=[], metavar="KEY=VALUE",
+                      help="change the shape: fields of vrt_ray.models.TinySpec, e.g. "
+                           "hidden_size=256 num_heads=4 num_kv_heads=2 intermediate_size=1024")
     tiny.set_defaults(handler=_make_tiny)
 
 
@@ -29,9 +32,9 @@ def _make_tiny(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from vrt_ray.cli import UserError
-    from vrt_ray.models import TinySpec, make_tiny
+    from vrt_ray.models import make_tiny, tiny_spec
 
-    spec = TinySpec()
+    spec = tiny_spec(args.spec)
     if args.rope_theta is not None:
         if args.rope_layout == "split":
             raise UserError("--rope-theta sets the uniform layout's base; "
