@@ -8,7 +8,7 @@ then --filler tokens of neutral text) with the assistant restating the prompt; e
 --eval-every steps it reports the held-out loss (nats) of the restated colour, shape and
 direction words over 64 prompts it never trains on, next to each word's chance level.
 Variants: the M-RoPE layout (--rope-layout, and --rope-theta for the uniform one); the model's
-shape (--spec hidden_size=256 num_heads=4 ...: vrt_ray.models.TinySpec's fields); --system
+shape (--spec hidden_size=256 num_heads=4 ...: vrt_ray.tiny_spec.TinySpec's fields); --system
 opens each conversation with the episodes' system prompt (about 400 tokens), as the real
 first context does; --system filler, with as many tokens of neutral text instead.
 Usage: OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/prompt_copy_probe.py [--steps 1500]
@@ -32,7 +32,8 @@ from json_stdout import claim_stdout, emit  # noqa: E402
 from perception_probe import filler, sample  # noqa: E402
 
 from vrt_ray.data.scene import COLOURS, DIRECTIONS, RADIUS, REF_SIZE, SHAPES  # noqa: E402
-from vrt_ray.models import ROPE_LAYOUTS, load_processor, make_tiny, tiny_spec  # noqa: E402
+from vrt_ray.models import ROPE_LAYOUTS, load_processor, make_tiny  # noqa: E402
+from vrt_ray.tiny_spec import tiny_spec  # noqa: E402
 from vrt_ray.preset import load_preset  # noqa: E402
 from vrt_ray.protocol import Budgets, Episode, EpisodeInput  # noqa: E402
 
@@ -129,7 +130,7 @@ def main():
     parser.add_argument("--rope-layout", choices=ROPE_LAYOUTS, default=None)
     parser.add_argument("--rope-theta", type=float, default=None)
     parser.add_argument("--spec", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="tiny model shape (vrt_ray.models.TinySpec), e.g. hidden_size=256")
+                        help="tiny model shape (vrt_ray.tiny_spec.TinySpec), e.g. hidden_size=256")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     from transformers import Qwen2_5_VLForConditionalGeneration

@@ -29,6 +29,7 @@ def prepare(cfg: DictConfig) -> None:
     """Synthetic data and the tiny model, unless they are already there."""
     from vrt_ray.data.synth import SynthSettings, generate
     from vrt_ray.models import make_tiny
+    from vrt_ray.tiny_spec import tiny_spec
 
     s = cfg.data.synthetic
     if not (Path(cfg.data.dir) / cfg.data.train).is_file():
@@ -39,7 +40,7 @@ def prepare(cfg: DictConfig) -> None:
             initial_frames=cfg.protocol.initial_frames, max_turns=cfg.protocol.max_turns,
             max_frames_per_call=cfg.protocol.max_frames_per_call))
     if not (Path(cfg.model.path) / "config.json").is_file():
-        make_tiny(cfg.model.path, seed=cfg.seed)
+        make_tiny(cfg.model.path, seed=cfg.seed, spec=tiny_spec(cfg.model.tiny_spec))
 
 
 def with_model(cfg: DictConfig, model: str, **keys) -> DictConfig:

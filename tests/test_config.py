@@ -64,6 +64,9 @@ BAD = [
     (["serve.max_ongoing_requests=4"], "serve.max_ongoing_requests", ">= serve.max_batch_size"),
     (["serve.autoscaling=true", "serve.min_replicas=3"], "serve.min_replicas", "<= serve.max"),
     (["serve.port=70000"], "serve.port", "0 to 65535"),
+    (["model.tiny_spec=[hidden=256]"], "model.tiny_spec", "KEY one of bpe_vocab, hidden_size"),
+    (["model.tiny_spec=[num_heads=3]"], "model.tiny_spec", "must split into num_heads 3"),
+    (["model.tiny_spec=[num_layers=0]"], "model.tiny_spec", "num_layers must be > 0"),
 ]
 
 

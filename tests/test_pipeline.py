@@ -1,5 +1,7 @@
 """A short pipeline (a few steps per stage) on local Ray: data and tiny model made, every stage
 run and evaluated, the stage table printed and logged under one MLflow parent run."""
+import json
+
 import ray
 from mlflow.tracking import MlflowClient
 
@@ -17,13 +19,15 @@ def test_short_pipeline_runs_every_stage_and_logs_the_table(tmp_path, capsys):
         "protocol.max_turns=2", "protocol.max_new_tokens=32", "protocol.initial_frames=2",
         "warmup.steps=3", "warmup.batch_size=4", "cold_start.epochs=1", "cold_start.batch_size=4",
         "rft.samples_per_pair=1", "grpo.steps=1", "grpo.pairs_per_step=2", "grpo.group_size=2",
-        "eval.html_samples=1"])
+        "eval.html_samples=1", "model.tiny_spec=[intermediate_size=256]"])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         rows = pipeline.main(cfg)
     finally:
         ray.shutdown()
     assert list(rows) == ["base (warm)", "cold_start", "rft", "grpo"]
+    made = json.loads((tmp_path / "out" / "model" / "config.json").read_text())
+    assert made["text_config"]["intermediate_size"] == 256  # model.tiny_spec
     for row in rows.values():
         assert set(row) >= {"TA", "VQ", "MQ", "overall"}
         assert all(v is None or 0.0 <= v <= 1.0 for v in row.values())

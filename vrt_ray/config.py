@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from vrt_ray.errors import VrtError
+from vrt_ray.tiny_spec import tiny_spec
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = "tiny_cpu"
@@ -48,6 +49,9 @@ class ModelConfig:
     path: str = "outputs/tiny/model"  # a Qwen2.5-VL checkpoint directory
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "sdpa"
+    # the shape of the tiny model `vrt-ray pipeline` makes when `path` holds none: KEY=VALUE
+    # fields of vrt_ray.tiny_spec.TinySpec (docs/tiny_model.md); empty: the default shape
+    tiny_spec: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -389,6 +393,10 @@ def _check_rules(cfg: DictConfig) -> None:
                           f"must be a non-empty subset of {list(DIMENSIONS)}")
     if len(set(cfg.protocol.dimensions)) != len(cfg.protocol.dimensions):
         raise ConfigError(f"protocol.dimensions = {list(cfg.protocol.dimensions)}: has duplicates")
+    try:
+        tiny_spec(cfg.model.tiny_spec)
+    except VrtError as exc:
+        raise ConfigError(f"model.tiny_spec: {exc}") from None
     if cfg.video.min_pixels > cfg.video.max_pixels:
         raise ConfigError(f"video.min_pixels = {cfg.video.min_pixels}: must be <= "
                           f"video.max_pixels ({cfg.video.max_pixels})")

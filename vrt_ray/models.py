@@ -12,9 +12,8 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
@@ -25,6 +24,7 @@ from transformers import (AutoModelForImageTextToText, AutoProcessor, Generation
 
 from vrt_ray.errors import VrtError
 from vrt_ray.tiny_corpus import protocol_corpus
+from vrt_ray.tiny_spec import ROPE_LAYOUTS, TinySpec
 
 CHAT_TEMPLATE = Path(__file__).parent / "templates" / "qwen2_5_vl_chat.jinja"
 
@@ -48,52 +48,6 @@ class ModelLoadError(VrtError):
     """A checkpoint directory that cannot serve as a Qwen2.5-VL policy."""
 
 
-@dataclass(frozen=True)
-class TinySpec:
-    """Shape of the tiny model: a few million parameters, head_dim 64 in text and vision."""
-
-    bpe_vocab: int = 2048
-    hidden_size: int = 128
-    intermediate_size: int = 512
-    num_layers: int = 4
-    num_heads: int = 2
-    num_kv_heads: int = 1
-    vision_depth: int = 2
-    vision_hidden: int = 64
-    vision_heads: int = 1
-    vision_intermediate: int = 128
-    min_pixels: int = 56 * 56
-    max_pixels: int = 112 * 112
-    max_position_embeddings: int = 32768
-    rope_layout: str = "uniform"  # ROPE_LAYOUTS; docs/tiny_model.md measures both
-    rope_theta: float = 10.0  # the uniform layout's base; not Qwen's 1e6, which hides position
-
-
-ROPE_LAYOUTS = ("split", "uniform")
-
-
-def tiny_spec(overrides: Sequence[str] = (), base: TinySpec = TinySpec()) -> TinySpec:
-    """`base` with `key=value` overrides of its fields (`hidden_size=256`, `num_heads=4`);
-    a clear error for an unknown field, a value of the wrong type or a shape that does not
-    split into heads."""
-    kinds = {f.name: f.type for f in fields(TinySpec)}
-    changes = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key not in kinds:
-            raise VrtError(f"tiny model spec {item!r}: expected KEY=VALUE, KEY one of "
-                           f"{', '.join(kinds)}")
-        kind = {"int": int, "float": float}.get(kinds[key], str)
-        try:
-            changes[key] = kind(value)
-        except ValueError:
-            raise VrtError(f"tiny model spec {item!r}: {key} must be {kind.__name__}") from None
-    spec = replace(base, **changes)
-    if spec.hidden_size % spec.num_heads or spec.num_heads % spec.num_kv_heads:
-        raise VrtError(f"tiny model spec: hidden_size {spec.hidden_size} must split into "
-                       f"num_heads {spec.num_heads}, and those into num_kv_heads "
-                       f"{spec.num_kv_heads}")
-    return spec
 
 
 def train_tokenizer(spec: TinySpec = TinySpec()) -> Qwen2Tokenizer:

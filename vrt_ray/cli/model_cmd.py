@@ -23,7 +23,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help="the uniform layout's base (implies --rope-layout uniform; "
                            "default 10; Qwen's is 1e6)")
     tiny.add_argument("--spec", nargs="+", default=[], metavar="KEY=VALUE",
-                      help="change the shape: fields of vrt_ray.models.TinySpec, e.g. "
+                      help="change the shape: fields of vrt_ray.tiny_spec.TinySpec, e.g. "
                            "hidden_size=256 num_heads=4 num_kv_heads=2 intermediate_size=1024")
     tiny.set_defaults(handler=_make_tiny)
 
@@ -32,7 +32,8 @@ def _make_tiny(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from vrt_ray.cli import UserError
-    from vrt_ray.models import make_tiny, tiny_spec
+    from vrt_ray.models import make_tiny
+    from vrt_ray.tiny_spec import tiny_spec
 
     spec = tiny_spec(args.spec)
     if args.rope_theta is not None:
