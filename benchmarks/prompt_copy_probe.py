@@ -33,9 +33,9 @@ from perception_probe import filler, sample  # noqa: E402
 
 from vrt_ray.data.scene import COLOURS, DIRECTIONS, RADIUS, REF_SIZE, SHAPES  # noqa: E402
 from vrt_ray.models import ROPE_LAYOUTS, load_processor, make_tiny  # noqa: E402
-from vrt_ray.tiny_spec import tiny_spec  # noqa: E402
 from vrt_ray.preset import load_preset  # noqa: E402
 from vrt_ray.protocol import Budgets, Episode, EpisodeInput  # noqa: E402
+from vrt_ray.tiny_spec import tiny_spec  # noqa: E402
 
 HELD_OUT = 64
 WORDS = {"colour": list(COLOURS), "shape": list(SHAPES), "direction": list(DIRECTIONS)}

@@ -48,8 +48,6 @@ class ModelLoadError(VrtError):
     """A checkpoint directory that cannot serve as a Qwen2.5-VL policy."""
 
 
-
-
 def train_tokenizer(spec: TinySpec = TinySpec()) -> Qwen2Tokenizer:
     """A Qwen2-style byte-level BPE trained on protocol text, with Qwen2.5-VL's added tokens."""
     bpe = Tokenizer(models.BPE())
