@@ -135,9 +135,9 @@ def main():
     args = parser.parse_args()
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    rope = {k: v for k, v in (("rope_layout", args.rope_layout), ("rope_theta", args.rope_theta))
-            if v is not None}
-    spec = replace(tiny_spec(args.spec), **rope)
+    rope_flags = {k: v for k, v in (("rope_layout", args.rope_layout),
+                                    ("rope_theta", args.rope_theta)) if v is not None}
+    spec = replace(tiny_spec(args.spec), **rope_flags)
     torch.manual_seed(args.seed)
     model_dir = make_tiny(Path(tempfile.mkdtemp()) / "tiny", seed=args.seed, spec=spec)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)

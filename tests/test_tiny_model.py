@@ -130,9 +130,10 @@ def test_cli_make_tiny_takes_another_shape_and_refuses_a_bad_one(tmp_path):
             text.hidden_size // text.num_attention_heads) == (256, 4, 2, 64)
     for spec, message in (("hidden=256", "KEY one of bpe_vocab"),
                           ("num_layers=two", "num_layers must be int"),
-                          ("num_heads=3", "must split into num_heads 3")):
+                          ("num_heads=3", "must split into num_heads 3"),
+                          ("rope_layout=split --rope-theta 3", "uniform layout's base")):
         refused = subprocess.run([sys.executable, "-m", "vrt_ray", "model", "make-tiny",
-                                  str(tmp_path / "no"), "--spec", spec],
+                                  str(tmp_path / "no"), "--spec", *spec.split()],
                                  capture_output=True, text=True)
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr
     assert not (tmp_path / "no").exists()

@@ -37,7 +37,7 @@ def _make_tiny(args: argparse.Namespace) -> int:
 
     spec = tiny_spec(args.spec)
     if args.rope_theta is not None:
-        if args.rope_layout == "split":
+        if (args.rope_layout or spec.rope_layout) == "split":  # from the flag or --spec
             raise UserError("--rope-theta sets the uniform layout's base; "
                             "the split layout's frequencies are fixed")
         spec = replace(spec, rope_layout="uniform", rope_theta=args.rope_theta)
