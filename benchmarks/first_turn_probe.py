@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from json_stdout import claim_stdout, emit  # noqa: E402
 
-from jobs.cold_start import (pairs_by_id, read_traces, split_traces,  # noqa: E402
-                              trace_trajectories)
+from jobs.cold_start import (first_turn, pairs_by_id, read_traces,  # noqa: E402
+                              split_traces, trace_trajectories)
 from vrt_ray import config  # noqa: E402
 from vrt_ray.engines.base import SamplingParams  # noqa: E402
 from vrt_ray.engines.hf import HFEngine  # noqa: E402
@@ -50,10 +50,6 @@ from vrt_ray.protocol import Budgets, Episode, EpisodeInput  # noqa: E402
 from vrt_ray.token_loss import TokenClasses, loss_by_class  # noqa: E402
 from vrt_ray.tool_calls import FrameRequest, extract_call_text, parse_tool_call  # noqa: E402
 from vrt_ray.warmup import restate_sequences  # noqa: E402
-
-
-def first_turn(trace: dict) -> dict:
-    return {**trace, "turns": trace["turns"][:1]}
 
 
 def restating(cfg, processor, traces, per_pair, seed):

@@ -8,14 +8,18 @@ assistant tokens only. Traces of the `train` split train; `val` traces (or, with
 `cold_start.eval_fraction` of the train traces) give the held-out loss after each epoch.
 A seeded `cold_start.slip_rate` share of the train traces get one call written cut short first,
 then again after the tool's error, the slip itself untrained (`vrt_ray.sft.add_slip`).
+`cold_start.first_turns_per_step` adds that many first turns (the episode's first context ->
+the teacher's first turn, with its call) to every step, cycling through the train traces in a
+seeded order: the turn every episode starts with gets more of the updates.
 """
 from __future__ import annotations
 
 import json
 import math
 import random
+from itertools import islice
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 from omegaconf import DictConfig
@@ -98,6 +102,18 @@ def trace_trajectories(cfg: DictConfig, model_dir: str, traces: List[dict]) -> L
     return samples
 
 
+def first_turn(trace: dict) -> dict:
+    """The trace cut after its first turn (the first context -> the first call)."""
+    return {**trace, "turns": trace["turns"][:1]}
+
+
+def first_turn_stream(items: List[TrainSequence], seed: int) -> Iterator[TrainSequence]:
+    """`items` without end, each pass in a new seeded order."""
+    rng = random.Random(seed)
+    while True:
+        yield from rng.sample(items, len(items))
+
+
 def trace_samples(cfg: DictConfig, model_dir: str, traces: List[dict]) -> List[List[TrainSequence]]:
     """Each trace's training sequences (packed where DESIGN.md §3 allows)."""
     return [train_sequences(t) for t in trace_trajectories(cfg, model_dir, traces)]
@@ -122,6 +138,9 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     model_dir = model_dir or cfg.model.path
     out = out or str(Path(cfg.output_dir) / "cold_start")
     train, held_out = split_traces(read_traces(cfg), c.eval_fraction, cfg.seed)
+    first_turns = first_turn_stream(
+        [s for sample in trace_samples(cfg, model_dir, [first_turn(t) for t in train])
+         for s in sample], cfg.seed) if c.first_turns_per_step else iter(())
     train = with_slips(train, c.slip_rate, cfg.protocol.max_turns, cfg.seed)
     train_samples = trace_samples(cfg, model_dir, train)
     eval_items = [s for sample in trace_samples(cfg, model_dir, held_out) for s in sample]
@@ -143,6 +162,7 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
                                                            len(train_samples))
             for i in range(0, len(order), c.batch_size):
                 items = [s for j in order[i:i + c.batch_size] for s in train_samples[j]]
+                items += islice(first_turns, c.first_turns_per_step)
                 metrics = learners.train_sft(items)
                 step += 1
                 tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step)
@@ -159,6 +179,7 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
         tracker.finish(status)
         learners.shutdown()
     return {"model": out, "steps": step, "train_traces": len(train_samples),
+            "extra_first_turns": step * c.first_turns_per_step,
             "slipped_traces": sum(any("slip" in t for t in trace["turns"]) for trace in train),
             "held_out_traces": len(held_out),
             "eval_loss": [l["all"] for l in losses],  # before, then per epoch

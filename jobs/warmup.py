@@ -2,7 +2,8 @@
 base model: SFT on the synthetic frame captions (`captions.jsonl` under `data.dir`) of the
 training pairs' videos, `warmup.steps` steps of `warmup.batch_size` captions, through the
 learner group, mixed with `warmup.restate_per_pair` restating sequences a training pair
-(vrt_ray/warmup.py: the prompt copied, under a random prompt). The captions of validation
+(vrt_ray/warmup.py: the prompt copied, under a random prompt), `warmup.restate_share` of each
+batch when set, else drawn alike with the captions. The captions of validation
 videos, and one restating sequence a validation pair, give a held-out loss before and after."""
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from vrt_ray.preset import load_preset
 from vrt_ray.protocol import Budgets
 from vrt_ray.token_loss import TokenClasses, loss_by_class, loss_by_label
 from vrt_ray.tracking import Tracker
-from vrt_ray.warmup import caption_field_labels, caption_sequences, restate_sequences
+from vrt_ray.warmup import (caption_field_labels, caption_sequences, restate_sequences,
+                            warmup_batch)
 
 HELD_OUT = 64  # validation captions scored before and after, spread over the videos
 
@@ -70,13 +72,14 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     processor = load_processor(model_dir, cfg.video.min_pixels, cfg.video.max_pixels)
     pixels = PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend)
     preset, cache = load_preset(cfg.protocol.preset), FrameCache(cfg.video.cache_mb << 20)
-    train = caption_sequences(processor, train_rows, data_dir, preset, pixels, cache)
+    described = caption_sequences(processor, train_rows, data_dir, preset, pixels, cache)
     held_out = caption_sequences(processor, val_rows, data_dir, preset, pixels, cache)
     fields = caption_field_labels(processor.tokenizer, val_rows, held_out)
+    restating = []
     if w.restate_per_pair:
         budgets, rng = Budgets.from_config(cfg.protocol), np.random.default_rng([cfg.seed, 3])
-        train += restate_sequences(processor, train_pairs, preset, budgets, pixels, cache, rng,
-                                   w.restate_per_pair)[0]
+        restating = restate_sequences(processor, train_pairs, preset, budgets, pixels, cache, rng,
+                                      w.restate_per_pair)[0]
         restate, restate_fields = restate_sequences(processor, val_pairs[:HELD_OUT], preset,
                                                     budgets, pixels, cache, rng, 1)
         held_out, fields = held_out + restate, fields + restate_fields
@@ -86,12 +89,13 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     rng, losses, status = random.Random(cfg.seed), [], "FAILED"
     classes = TokenClasses(processor.tokenizer)
     try:
-        learners.preload(train)  # steps draw captions at random: decode each video once
+        learners.preload(described + restating)  # steps draw at random: decode each video once
         if held_out:
             losses.append(held_out_loss(learners, held_out, classes, fields))
         bar = trange(w.steps, desc="warm-up", unit="step")
         for step in bar:
-            metrics = learners.train_sft(rng.sample(train, min(w.batch_size, len(train))))
+            metrics = learners.train_sft(warmup_batch(described, restating, w.batch_size,
+                                                      w.restate_share, rng))
             tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step + 1)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}")
         if held_out:
@@ -104,7 +108,7 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     finally:
         tracker.finish(status)
         learners.shutdown()
-    return {"model": out, "steps": w.steps, "train_sequences": len(train),
+    return {"model": out, "steps": w.steps, "train_sequences": len(described) + len(restating),
             "held_out_sequences": len(held_out), "eval_loss": [l["all"] for l in losses],
             "eval_loss_by_class": losses,  # token classes, then the captions' facts
             "tracking_run_id": tracker.run_id,

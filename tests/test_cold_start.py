@@ -38,6 +38,43 @@ def test_cold_start_lowers_the_held_out_loss_and_writes_a_policy(setup):
     assert [m.step for m in history] == list(range(1, summary["steps"] + 1))
 
 
+def test_every_step_gets_first_turns_cycling_through_the_train_traces(setup, monkeypatch):
+    from actors.learner import LearnerGroup
+    from jobs import cold_start
+
+    root, model = setup
+    train_sft, steps = LearnerGroup.train_sft, []
+
+    def recorded(self, items):
+        steps.append([tuple(s.seq.input_ids) for s in items])
+        return train_sft(self, items)
+
+    monkeypatch.setattr(LearnerGroup, "train_sft", recorded)
+    cfg = _cfg(root, model, "cold_start.first_turns_per_step=3")
+    summary = cold_start.main(cfg, out=str(root / "first_turns"))
+    train, _ = cold_start.split_traces(cold_start.read_traces(cfg), cfg.cold_start.eval_fraction,
+                                       cfg.seed)
+    firsts = [tuple(s.seq.input_ids) for sample in cold_start.trace_samples(
+        cfg, str(model), [cold_start.first_turn(t) for t in train]) for s in sample]
+    assert len(firsts) == len(train) >= 2  # one sequence a trace: its first context and turn 1
+    extra = [ids for step in steps for ids in step[-3:]]
+    assert len(extra) == summary["extra_first_turns"] == 3 * summary["steps"] > len(train)
+    assert sorted(extra[:len(train)]) == sorted(firsts)  # each once before any comes again
+    whole = {ids for step in steps for ids in step[:-3]}
+    assert not set(firsts) & whole  # a whole trace packs turn 1 with what follows
+
+
+def test_first_turns_cycle_in_a_new_seeded_order_each_pass():
+    from itertools import islice
+
+    from jobs.cold_start import first_turn_stream
+
+    drawn = list(islice(first_turn_stream(list("abcde"), 3), 15))
+    passes = [drawn[i:i + 5] for i in range(0, 15, 5)]
+    assert all(sorted(p) == list("abcde") for p in passes) and len({*map(tuple, passes)}) > 1
+    assert drawn == list(islice(first_turn_stream(list("abcde"), 3), 15))
+
+
 def test_a_run_stopped_in_its_second_epoch_keeps_the_first(setup, monkeypatch):
     from actors.learner import LearnerGroup
     from jobs import cold_start

@@ -67,6 +67,8 @@ BAD = [
     (["model.tiny_spec=[hidden=256]"], "model.tiny_spec", "KEY one of bpe_vocab, hidden_size"),
     (["model.tiny_spec=[num_heads=3]"], "model.tiny_spec", "must split into num_heads 3"),
     (["model.tiny_spec=[num_layers=0]"], "model.tiny_spec", "num_layers must be > 0"),
+    (["warmup.restate_share=0.5"], "warmup.restate_share", "needs warmup.restate_per_pair"),
+    (["warmup.restate_share=1.5", "warmup.restate_per_pair=2"], "warmup.restate_share", "<= 1"),
 ]
 
 

@@ -1,6 +1,7 @@
 """The perception warm-up: caption samples carry labels on the caption only, and a short run
 through a real learner group (local Ray, 2 ranks) lowers the held-out caption loss."""
 import json
+import random
 
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ from vrt_ray.sft import IGNORE, labels
 from vrt_ray.data.loaders import load_pairs
 from vrt_ray.data.scene import parse_prompt
 from vrt_ray.protocol import Budgets
-from vrt_ray.warmup import caption_field_labels, caption_sequences, restate_sequences
+from vrt_ray.warmup import (caption_field_labels, caption_sequences, restate_sequences,
+                            warmup_batch)
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +82,23 @@ def test_a_restating_sample_is_the_first_context_under_another_prompt(data, tiny
     assert len(prompts) > 1  # drawn at random, not the pair's own
 
 
+def test_a_restate_share_fixes_how_much_of_each_batch_restates():
+    captions, restating = [f"c{i}" for i in range(40)], [f"r{i}" for i in range(10)]
+    rng = random.Random(0)
+    for share, size, want in ((0.5, 16, 8), (0.25, 10, 2), (1.0, 4, 4), (1.0, 16, 10)):
+        batch = warmup_batch(captions, restating, size, share, rng)
+        assert len(set(batch)) == len(batch) == min(size, want + len(captions))
+        assert sum(b.startswith("r") for b in batch) == want
+    drawn = [b for _ in range(50) for b in warmup_batch(captions, restating, 8, 0.0, rng)]
+    assert len(drawn) == 400 and 0 < sum(b.startswith("r") for b in drawn) < 150  # 10 in 50
+
+
 def test_warmup_lowers_the_held_out_caption_loss(data, tiny_model_dir, local_ray):
     from jobs import warmup
 
     summary = warmup.main(config.load("tiny_cpu", stage_overrides(
         data, tiny_model_dir, "warmup.steps=25", "warmup.batch_size=8",
-        "warmup.restate_per_pair=2")))
+        "warmup.restate_per_pair=2", "warmup.restate_share=0.5")))
     assert summary["train_sequences"] > summary["held_out_sequences"] > 0
     before, after = summary["eval_loss"]
     assert after < before

@@ -172,6 +172,7 @@ class WarmupConfig:
     batch_size: int = _ge(16, 1)
     lr: float = _gt(1e-3, 0.0)
     restate_per_pair: int = _ge(0, 0)  # prompt-restating sequences a training pair
+    restate_share: float = _range(0.0, 0.0, 1.0)  # of each batch (0: drawn with the captions)
 
 
 @dataclass
@@ -183,6 +184,7 @@ class ColdStartConfig:
     lr: float = _gt(1e-3, 0.0)
     eval_fraction: float = _range(0.1, 0.0, 0.9)
     slip_rate: float = _range(0.0, 0.0, 1.0)  # share of train traces with a cut-short call
+    first_turns_per_step: int = _ge(0, 0)  # extra first turns (first context -> turn 1) a step
 
 
 @dataclass
@@ -397,6 +399,9 @@ def _check_rules(cfg: DictConfig) -> None:
         tiny_spec(cfg.model.tiny_spec)
     except VrtError as exc:
         raise ConfigError(f"model.tiny_spec: {exc}") from None
+    if cfg.warmup.restate_share > 0 and cfg.warmup.restate_per_pair == 0:
+        raise ConfigError(f"warmup.restate_share = {cfg.warmup.restate_share}: needs "
+                          "warmup.restate_per_pair >= 1 (no restating sequences to draw)")
     if cfg.video.min_pixels > cfg.video.max_pixels:
         raise ConfigError(f"video.min_pixels = {cfg.video.min_pixels}: must be <= "
                           f"video.max_pixels ({cfg.video.max_pixels})")

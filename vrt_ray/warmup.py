@@ -9,6 +9,7 @@ not the frames, says what it asks for), labelled with the opening of the teacher
 which restates that prompt."""
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -93,6 +94,17 @@ def restate_sequences(processor, pairs: Sequence[PreferencePair], preset: Preset
             items.append(TrainSequence(seq, videos, pixels))
             fields.append(where)
     return items, fields
+
+
+def warmup_batch(captions: Sequence[TrainSequence], restating: Sequence[TrainSequence],
+                 size: int, restate_share: float, rng: random.Random) -> List[TrainSequence]:
+    """One step's sequences, none twice: `round(restate_share * size)` restating sequences and
+    captions for the rest; at share 0, `size` drawn from both alike."""
+    if not restate_share:
+        pool = [*captions, *restating]
+        return rng.sample(pool, min(size, len(pool)))
+    k = min(round(restate_share * size), len(restating))
+    return rng.sample(restating, k) + rng.sample(captions, min(size - k, len(captions)))
 
 
 def caption_facts(tokenizer, caption: str) -> List[Optional[str]]:
