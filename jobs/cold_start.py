@@ -8,9 +8,10 @@ assistant tokens only. Traces of the `train` split train; `val` traces (or, with
 `cold_start.eval_fraction` of the train traces) give the held-out loss after each epoch.
 A seeded `cold_start.slip_rate` share of the train traces get one call written cut short first,
 then again after the tool's error, the slip itself untrained (`vrt_ray.sft.add_slip`).
-`cold_start.first_turns_per_step` adds that many first turns (the episode's first context ->
-the teacher's first turn, with its call) to every step, cycling through the train traces in a
-seeded order: the turn every episode starts with gets more of the updates.
+First turns (the episode's first context -> the teacher's first turn, with its call), cycling
+through the train traces in a seeded order, give the turn every episode opens with more of the
+updates: `cold_start.first_turn_steps` steps of them alone before the epochs, and
+`cold_start.first_turns_per_step` more in every step of the epochs.
 """
 from __future__ import annotations
 
@@ -140,49 +141,60 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     train, held_out = split_traces(read_traces(cfg), c.eval_fraction, cfg.seed)
     first_turns = first_turn_stream(
         [s for sample in trace_samples(cfg, model_dir, [first_turn(t) for t in train])
-         for s in sample], cfg.seed) if c.first_turns_per_step else iter(())
+         for s in sample], cfg.seed) if c.first_turn_steps or c.first_turns_per_step else iter(())
     train = with_slips(train, c.slip_rate, cfg.protocol.max_turns, cfg.seed)
     train_samples = trace_samples(cfg, model_dir, train)
     eval_items = [s for sample in trace_samples(cfg, model_dir, held_out) for s in sample]
     steps_per_epoch = math.ceil(len(train_samples) / c.batch_size)
+    total = c.first_turn_steps + c.epochs * steps_per_epoch
     start_ray(cfg)
     tracker = Tracker(cfg, run_name=f"{cfg.name}-cold-start")
     pixels = PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend)
-    learners = LearnerGroup(cfg.learner, model_dir, total_steps=c.epochs * steps_per_epoch,
-                            pixels=pixels, lr=c.lr)
+    learners = LearnerGroup(cfg.learner, model_dir, total_steps=total, pixels=pixels, lr=c.lr)
     classes = TokenClasses(load_processor(model_dir).tokenizer)
     status, step, losses = "FAILED", 0, []
-    try:
+    bar = tqdm(total=total, desc="cold start", unit="step")
+
+    def train_step(items: List[TrainSequence], stage: str) -> None:
+        nonlocal step
+        metrics, step = learners.train_sft(items), step + 1
+        tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step)
+        bar.update(1)
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", stage=stage)
+
+    def evaluate(epoch: int) -> None:
         if eval_items:
             losses.append(held_out_loss(learners, eval_items, classes))
-            tracker.log_metrics({**eval_metrics(losses[-1]), "epoch": 0}, step)
-        bar = tqdm(total=c.epochs * steps_per_epoch, desc="cold start", unit="step")
+            tracker.log_metrics({**eval_metrics(losses[-1]), "epoch": epoch}, step)
+
+    try:
+        evaluate(0)
+        for _ in range(c.first_turn_steps):  # the turn every episode opens with, alone
+            train_step(list(islice(first_turns, c.batch_size)), "first turns")
+        if c.first_turn_steps:
+            evaluate(0)
         for epoch in range(c.epochs):
             order = random.Random(cfg.seed + epoch).sample(range(len(train_samples)),
                                                            len(train_samples))
             for i in range(0, len(order), c.batch_size):
                 items = [s for j in order[i:i + c.batch_size] for s in train_samples[j]]
-                items += islice(first_turns, c.first_turns_per_step)
-                metrics = learners.train_sft(items)
-                step += 1
-                tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step)
-                bar.update(1)
-                bar.set_postfix(loss=f"{metrics['loss']:.3f}", epoch=epoch + 1)
-            if eval_items:
-                losses.append(held_out_loss(learners, eval_items, classes))
-                tracker.log_metrics({**eval_metrics(losses[-1]), "epoch": epoch + 1}, step)
+                train_step(items + list(islice(first_turns, c.first_turns_per_step)),
+                           f"epoch {epoch + 1}")
+            evaluate(epoch + 1)
             learners.save(out)  # every epoch: a run stopped later keeps its last whole epoch
-        bar.close()
         tracker.register_model(out)
         status = "FINISHED"
     finally:
+        bar.close()
         tracker.finish(status)
         learners.shutdown()
-    return {"model": out, "steps": step, "train_traces": len(train_samples),
-            "extra_first_turns": step * c.first_turns_per_step,
+    return {"model": out, "steps": total, "train_traces": len(train_samples),
+            "extra_first_turns": c.first_turn_steps * c.batch_size
+            + c.epochs * steps_per_epoch * c.first_turns_per_step,
             "slipped_traces": sum(any("slip" in t for t in trace["turns"]) for trace in train),
             "held_out_traces": len(held_out),
-            "eval_loss": [l["all"] for l in losses],  # before, then per epoch
+            # before, after the first-turn steps (when there are any), then after each epoch
+            "eval_loss": [l["all"] for l in losses],
             "eval_loss_by_class": losses,
             "tracking_run_id": tracker.run_id,
             "model_version": tracker.model_version}

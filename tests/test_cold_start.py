@@ -38,7 +38,7 @@ def test_cold_start_lowers_the_held_out_loss_and_writes_a_policy(setup):
     assert [m.step for m in history] == list(range(1, summary["steps"] + 1))
 
 
-def test_every_step_gets_first_turns_cycling_through_the_train_traces(setup, monkeypatch):
+def test_first_turns_train_alone_first_then_join_every_step(setup, monkeypatch):
     from actors.learner import LearnerGroup
     from jobs import cold_start
 
@@ -50,18 +50,21 @@ def test_every_step_gets_first_turns_cycling_through_the_train_traces(setup, mon
         return train_sft(self, items)
 
     monkeypatch.setattr(LearnerGroup, "train_sft", recorded)
-    cfg = _cfg(root, model, "cold_start.first_turns_per_step=3")
+    cfg = _cfg(root, model, "cold_start.first_turn_steps=2", "cold_start.first_turns_per_step=3")
     summary = cold_start.main(cfg, out=str(root / "first_turns"))
     train, _ = cold_start.split_traces(cold_start.read_traces(cfg), cfg.cold_start.eval_fraction,
                                        cfg.seed)
     firsts = [tuple(s.seq.input_ids) for sample in cold_start.trace_samples(
         cfg, str(model), [cold_start.first_turn(t) for t in train]) for s in sample]
     assert len(firsts) == len(train) >= 2  # one sequence a trace: its first context and turn 1
-    extra = [ids for step in steps for ids in step[-3:]]
-    assert len(extra) == summary["extra_first_turns"] == 3 * summary["steps"] > len(train)
+    alone, mixed = steps[:2], steps[2:]
+    assert [len(s) for s in alone] == [2, 2] and len(steps) == summary["steps"]
+    extra = [ids for step in alone for ids in step] + [ids for step in mixed for ids in step[-3:]]
+    assert len(extra) == summary["extra_first_turns"] == 4 + 3 * len(mixed) > len(train)
     assert sorted(extra[:len(train)]) == sorted(firsts)  # each once before any comes again
-    whole = {ids for step in steps for ids in step[:-3]}
-    assert not set(firsts) & whole  # a whole trace packs turn 1 with what follows
+    assert set(extra) <= set(firsts)
+    assert not set(firsts) & {ids for step in mixed for ids in step[:-3]}  # whole traces pack
+    assert len(summary["eval_loss"]) == 4  # before, after the first turns, after each epoch
 
 
 def test_first_turns_cycle_in_a_new_seeded_order_each_pass():

@@ -184,7 +184,8 @@ class ColdStartConfig:
     lr: float = _gt(1e-3, 0.0)
     eval_fraction: float = _range(0.1, 0.0, 0.9)
     slip_rate: float = _range(0.0, 0.0, 1.0)  # share of train traces with a cut-short call
-    first_turns_per_step: int = _ge(0, 0)  # extra first turns (first context -> turn 1) a step
+    first_turn_steps: int = _ge(0, 0)  # steps of first turns alone (context -> turn 1) first
+    first_turns_per_step: int = _ge(0, 0)  # first turns added to each step of the epochs
 
 
 @dataclass
