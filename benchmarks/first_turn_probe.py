@@ -25,31 +25,27 @@ import re
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from json_stdout import claim_stdout, emit  # noqa: E402
-
-from jobs.cold_start import (first_turn, pairs_by_id, read_traces,  # noqa: E402
+from jobs.cold_start import (first_turn, pairs_by_id, read_traces,
                               split_traces, trace_trajectories)
-from vrt_ray import config  # noqa: E402
-from vrt_ray.engines.base import SamplingParams  # noqa: E402
-from vrt_ray.engines.hf import HFEngine  # noqa: E402
-from vrt_ray.episodes import prepare_prompt  # noqa: E402
-from vrt_ray.frame_cache import FrameCache  # noqa: E402
-from vrt_ray.judge import frame_counts  # noqa: E402
-from vrt_ray.learner_core import sequence_logprobs, sft_loss_for, train_sequences  # noqa: E402
-from vrt_ray.model_inputs import FrameSource, PixelBudget  # noqa: E402
-from vrt_ray.models import load_policy, load_processor, save_checkpoint  # noqa: E402
-from vrt_ray.preset import load_preset  # noqa: E402
-from vrt_ray.protocol import Budgets, Episode, EpisodeInput  # noqa: E402
-from vrt_ray.token_loss import TokenClasses, loss_by_class  # noqa: E402
-from vrt_ray.tool_calls import FrameRequest, extract_call_text, parse_tool_call  # noqa: E402
-from vrt_ray.warmup import restate_sequences  # noqa: E402
+from vrt_ray import config
+from vrt_ray.cli.stdout import claim_stdout, emit
+from vrt_ray.engines.base import SamplingParams
+from vrt_ray.engines.hf import HFEngine
+from vrt_ray.episodes import prepare_prompt
+from vrt_ray.frame_cache import FrameCache
+from vrt_ray.judge import frame_counts
+from vrt_ray.learner_core import sequence_logprobs, sft_loss_for, train_sequences
+from vrt_ray.model_inputs import FrameSource, PixelBudget
+from vrt_ray.models import load_policy, load_processor, save_checkpoint
+from vrt_ray.preset import load_preset
+from vrt_ray.protocol import Budgets, Episode, EpisodeInput
+from vrt_ray.token_loss import TokenClasses, loss_by_class
+from vrt_ray.tool_calls import FrameRequest, extract_call_text, parse_tool_call
+from vrt_ray.warmup import restate_sequences
 
 
 def restating(cfg, processor, traces, per_pair, seed):

@@ -25,7 +25,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from json_stdout import claim_stdout, emit
+from vrt_ray.cli.stdout import claim_stdout, emit
 
 FULL = {"steps": 30, "timed_steps": 4, "sync_reps": 5, "traces": 8}
 QUICK = {"steps": 8, "timed_steps": 2, "sync_reps": 3, "traces": 4}

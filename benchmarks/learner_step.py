@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import ray  # noqa: E402
-from json_stdout import claim_stdout, emit  # noqa: E402
+from vrt_ray.cli.stdout import claim_stdout, emit  # noqa: E402
 from video_samples import encode  # noqa: E402
 
 from actors.learner import LearnerGroup  # noqa: E402

@@ -25,15 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from json_stdout import claim_stdout, emit  # noqa: E402
-
-from vrt_ray.data.scene import (BACKGROUNDS, COLOURS, MARGIN, RADIUS, REF_SIZE, SHAPES,  # noqa: E402
+from vrt_ray.cli.stdout import claim_stdout, emit
+from vrt_ray.data.scene import (BACKGROUNDS, COLOURS, MARGIN, RADIUS, REF_SIZE, SHAPES,
                                 FrameState, background, render)
-from vrt_ray.data.synth import caption_text  # noqa: E402
-from vrt_ray.models import ROPE_LAYOUTS, TinySpec, load_processor, make_tiny  # noqa: E402
-from vrt_ray.warmup import caption_facts  # noqa: E402
+from vrt_ray.data.synth import caption_text
+from vrt_ray.models import ROPE_LAYOUTS, TinySpec, load_processor, make_tiny
+from vrt_ray.warmup import caption_facts
 
 BATCH, HELD_OUT = 16, 96
 COLOURS_LIST = list(COLOURS)

@@ -28,9 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from json_stdout import claim_stdout, emit  # noqa: E402
 from perception_probe import filler, sample  # noqa: E402
 
+from vrt_ray.cli.stdout import claim_stdout, emit  # noqa: E402
 from vrt_ray.data.scene import COLOURS, DIRECTIONS, RADIUS, REF_SIZE, SHAPES  # noqa: E402
 from vrt_ray.models import ROPE_LAYOUTS, load_processor, make_tiny  # noqa: E402
 from vrt_ray.preset import load_preset  # noqa: E402

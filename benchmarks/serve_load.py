@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from json_stdout import claim_stdout, emit
+from vrt_ray.cli.stdout import claim_stdout, emit
 
 
 def log(message: str) -> None:

@@ -2,6 +2,10 @@
 through a real learner group (local Ray, 2 ranks) lowers the held-out caption loss."""
 import json
 import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +109,13 @@ def test_warmup_lowers_the_held_out_caption_loss(data, tiny_model_dir, local_ray
     by_kind = summary["eval_loss_by_class"][-1]
     assert {"all", "word", "number", "colour", "shape", "position", "background", "quality",
             "restate_colour", "restate_shape", "restate_direction"} <= set(by_kind)
+
+
+def test_the_warmup_command_prints_its_summary_alone_on_stdout(data, tiny_model_dir):
+    vrt_ray = shutil.which("vrt-ray") or str(Path(sys.executable).parent / "vrt-ray")
+    run = subprocess.run([vrt_ray, "warmup", "tiny_cpu", *stage_overrides(
+        data, tiny_model_dir, "warmup.steps=2", "warmup.batch_size=4")],
+        capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout)  # Ray's copies of its workers' output went to stderr
+    assert summary["steps"] == 2 and (Path(summary["model"]) / "config.json").is_file()

@@ -74,12 +74,14 @@ def _model_stage(job: str):
     """The handler of a stage whose job's `main(cfg, model, out)` returns a summary."""
     def handler(args: argparse.Namespace) -> int:
         import importlib
-        import json
 
+        from vrt_ray.cli.stdout import claim_stdout, emit
+
+        out = claim_stdout()  # the summary alone: Ray's copies of its workers' output to stderr
         cfg = _load(args)
         summary = importlib.import_module(f"jobs.{job}").main(cfg, _model_arg(args, cfg),
                                                               args.out)
-        print(json.dumps(summary, indent=2))
+        emit(out, summary)
         return 0
 
     return handler
