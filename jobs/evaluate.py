@@ -21,7 +21,8 @@ from actors.rollout_pool import RolloutPool
 from jobs.grpo import start_ray
 from vrt_ray.data.loaders import LoadReport, load_pairs
 from vrt_ray.errors import VrtError
-from vrt_ray.evaluation import evaluate, flat_metrics, json_safe, sample_for_report
+from vrt_ray.evaluation import (behaviour_text, evaluate, flat_metrics, json_safe,
+                                 sample_for_report)
 from vrt_ray.judge import known_frame_counts
 from vrt_ray.metrics import format_table
 from vrt_ray.report import STYLE, write_html
@@ -131,7 +132,8 @@ def table_text(results: Mapping[str, Any]) -> str:
              f"pairs: {c['rows']} rows, {c['judged']} judged, {c['unreadable']} with an unreadable "
              f"video, {c['bad_rows']} bad rows; {c['answered']} complete answers",
              "no verdict (counted as a model tie): "
-             + ", ".join(f"{d} {n}" for d, n in results["no_verdict"].items())]
+             + ", ".join(f"{d} {n}" for d, n in results["no_verdict"].items()),
+             behaviour_text(results["behaviour"])]
     lines += [f"{b['protocol']}: {100 * b['accuracy']:.1f} % of {b['n']} pairs"
               for b in results["benchmark"]]
     lines += [f"unreadable: {u['pair_id']}: {u['reason']}" for u in results["unreadable"]]

@@ -3,10 +3,12 @@
     synthetic data -> tiny model -> warm-up -> cold start -> RFT -> GRPO
 
 Each trained model is evaluated on the test split (the warmed-up base first), so the table shows
-what each stage added. One MLflow parent run holds a child run per stage and evaluation, the
-stage table (`stage_table.txt`) and its plot (`plots/stage_accuracy.png`). Stages can be skipped,
-or the run started at a stage from a given checkpoint. Existing data and an existing model at
-`data.dir` / `model.path` are used as they are.
+what each stage added; under it, a line a stage says what its test episodes did (valid tool
+calls, frames fetched, how they ended), which moves before accuracy does. One MLflow parent run
+holds a child run per stage and evaluation, the stage table (`stage_table.txt`) and its plot
+(`plots/stage_accuracy.png`). Stages can be skipped, or the run started at a stage from a given
+checkpoint. Existing data and an existing model at `data.dir` / `model.path` are used as they
+are.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from jobs import cold_start, evaluate, grpo, rft, warmup
 from jobs.grpo import start_ray
 from vrt_ray import checkpoints
 from vrt_ray.config import TRAINING_STAGES as STAGES
-from vrt_ray.evaluation import metric_name
+from vrt_ray.evaluation import behaviour_text, metric_name
 from vrt_ray.tracking import Tracker
 
 
@@ -117,11 +119,14 @@ def main(cfg: DictConfig, skip: Sequence[str] = (), start_at: Optional[str] = No
     stages = list(STAGES[STAGES.index(start_at):] if start_at else STAGES)
     model = str(model or cfg.model.path)
     rows: Dict[str, Dict[str, Optional[float]]] = {}
+    did: Dict[str, str] = {}  # what each stage's test episodes did, accuracy aside
     dimensions = list(cfg.protocol.dimensions)
     status = "FAILED"
     try:
         def evaluated(label: str, stage: str) -> None:
-            rows[label] = accuracy_row(_evaluate(child, model, stage), dimensions)
+            results = _evaluate(child, model, stage)
+            rows[label] = accuracy_row(results, dimensions)
+            did[label] = behaviour_text(results["behaviour"])
             parent.log_metrics({f"test_accuracy/{metric_name(k)}": v
                                 for k, v in rows[label].items() if v is not None}, len(rows))
 
@@ -132,7 +137,7 @@ def main(cfg: DictConfig, skip: Sequence[str] = (), start_at: Optional[str] = No
                 continue
             model = run_stage(stage, with_model(child, model), model)
             evaluated("base (warm)" if stage == "warmup" else stage, stage)
-        text = format_rows(rows)
+        text = format_rows(rows) + "\n\n" + "\n".join(f"{k}: {v}" for k, v in did.items())
         out = Path(cfg.output_dir) / "stage_table.txt"
         out.write_text(text + "\n")
         parent.log_artifact(out)

@@ -75,6 +75,7 @@ def test_batched_episodes_on_synthetic_videos_give_complete_trajectories(engine,
         # budget, or the answer that ended the episode
         assert len(t.turns) == (t.valid_calls + t.invalid_calls + t.tool_failures
                                 + t.turns_over_budget + (t.end_reason == "answer"))
+        assert len(t.outcomes) == len(t.turns) and t.outcomes.count("valid") == t.valid_calls
         assert all(1 <= len(turn.token_ids) <= 12 for turn in t.turns)
         assert all(lp <= 0 for turn in t.turns for lp in turn.logprobs)
         assert t.invalid_calls + t.valid_calls >= 1 or t.end_reason == "answer"
@@ -217,6 +218,7 @@ def test_teacher_traces_replay_through_the_protocol(engine, synthetic_pairs):
         initial = [ref.index for kind, refs in trajectory.turns[0].visuals for ref in refs]
         assert initial == trace["initial"]["A"] + trace["initial"]["B"]
         assert trajectory.invalid_calls == 0 and trajectory.valid_calls == len(trace["turns"]) - 1
+        assert trajectory.outcomes == ["valid"] * trajectory.valid_calls + ["answer"]
         assert trajectory.end_reason == "answer" and trajectory.answer_complete
         assert trajectory.verdicts == pair.labels
 

@@ -13,7 +13,7 @@ from video_samples import encode
 from vrt_ray import config
 from vrt_ray.data.loaders import LoadReport, MissingVideo
 from vrt_ray.data.pair import PreferencePair
-from vrt_ray.evaluation import evaluate, flat_metrics, sample_for_report
+from vrt_ray.evaluation import behaviour_text, evaluate, flat_metrics, sample_for_report
 
 DIMS = ["TA", "VQ", "MQ"]
 SHORT, LONG = {"A": 20, "B": 16}, {"A": 40, "B": 36}  # pair lengths 20 and 40; bucket edge 32
@@ -106,6 +106,44 @@ def test_hand_made_trajectories_give_the_hand_computed_table():
     assert metrics["pairs/unreadable"] == 2 and metrics["no_verdict/VQ"] == 1
     with pytest.raises(ValueError, match="no trajectory for pair"):
         evaluate(report, trajectories[1:], DIMS, frames, [32])
+
+
+def test_behaviour_counts_what_the_judged_episodes_did():
+    report = LoadReport("bench.jsonl", "jsonl", "line", rows=8, pairs=fixture_pairs(),
+                        missing_videos=[MissingVideo(8, "p8", "v/gone.mp4")])
+    ok, oor, bad = "valid", "out_of_range", "bad_json"
+    # pair -> (turn outcomes, frames fetched, end); p7 (unreadable) is left out
+    did = {"p1": ([ok, ok, "answer"], 12, "answer"), "p2": ([oor, ok, bad, bad], 8, "budget"),
+           "p3": ([bad] * 3 + ["no_call"] * 3, 0, "budget"), "p4": ([ok, "answer"], 4, "answer"),
+           "p5": (["incomplete_answer"], 0, "answer"), "p6": ([ok, oor, ok], 16, "budget"),
+           "p7": ([], 0, "unreadable_video: not a video")}
+    trajectories = [{"pair_id": pid, "verdicts": {}, "turns": [{}] * len(outcomes),
+                     "valid_calls": outcomes.count(ok),
+                     "invalid_calls": sum(o not in (ok, "answer", "incomplete_answer")
+                                          for o in outcomes),
+                     "frames_fetched": f, "end_reason": end, "outcomes": outcomes}
+                    for pid, (outcomes, f, end) in did.items()]
+    results = evaluate(report, trajectories, DIMS, {}, None)
+    b = results["behaviour"]
+    assert b == {"episodes": 6, "valid_calls": {"0": 2, "1": 2, "2": 2}, "invalid_calls": 10,
+                 "fetched_frames": 40, "episodes_fetching": 4,
+                 "end_reasons": {"answer": 3, "budget": 3},
+                 "first_turn": {"valid": 3, "out_of_range": 1, "bad_json": 1,
+                                "incomplete_answer": 1},
+                 "turns": {"valid": 6, "bad_json": 5, "no_call": 3, "answer": 2,
+                           "out_of_range": 2, "incomplete_answer": 1}}
+    assert results["pairs"][1]["valid_calls"] == 1 and results["pairs"][1]["invalid_calls"] == 3
+    assert results["pairs"][1]["outcomes"] == [oor, ok, bad, bad]
+    metrics = flat_metrics(results)
+    assert metrics["behaviour/valid_calls_mean"] == pytest.approx(1.0)
+    assert metrics["behaviour/invalid_calls_mean"] == pytest.approx(10 / 6)
+    assert metrics["behaviour/fetching_share"] == pytest.approx(4 / 6)
+    assert behaviour_text(b).splitlines() == [
+        "episodes by valid tool calls (0: 2, 1: 2, 2: 2); 10 invalid calls; 4 of 6 fetched "
+        "frames (40 in all); ended by: answer 3, budget 3",
+        "  first turns: valid 3, out_of_range 1, bad_json 1, incomplete_answer 1",
+        "  all turns: valid 6, bad_json 5, no_call 3, answer 2, out_of_range 2, "
+        "incomplete_answer 1"]
 
 
 def _judged(pairs, verdicts, format):

@@ -74,6 +74,8 @@ def test_trace_page_shows_frames_window_drops_and_verdicts_against_labels(tiny_m
     page = render_html([trajectory], labels={"p7": {"TA": "A", "VQ": "A", "overall": "A"}},
                        prompts={"p7": "a red square"})
     assert "dropped by the memory window: A5, A6" in page
+    assert "turn 1: 4 frames in view · came to: valid" in page
+    assert "turn 3: 5 frames in view · came to: answer" in page
     assert page.count("<img ") == 4 + 2 + 1
     assert "<td class='right'>A</td>" in page and "<td class='wrong'>B</td>" in page
     assert "<script" not in page

@@ -33,6 +33,7 @@ def test_short_pipeline_runs_every_stage_and_logs_the_table(tmp_path, capsys):
         assert all(v is None or 0.0 <= v <= 1.0 for v in row.values())
     printed = capsys.readouterr().out
     assert "cold_start" in printed and (tmp_path / "out" / "stage_table.txt").is_file()
+    assert printed.count("episodes by valid tool calls") == 4  # a line per evaluated stage
     for stage in ("base", "cold_start", "rft", "grpo"):
         assert (tmp_path / "out" / "eval" / stage / "results.json").is_file() or stage == "base"
 

@@ -139,6 +139,21 @@ def test_budget_tells_the_model_once_then_ends():
     assert ep.turns_over_budget == 1
 
 
+def test_each_turn_records_what_it_came_to():
+    ep = episode(max_turns=6)
+    for text, fetch in [(call("A", [5, 6]), Fetch()), (call("A", [500]), Fetch()),
+                        ("<think>hmm</think><tool_call>{oops</tool_call>", Fetch()),
+                        ("<think>hmm</think>", Fetch()), (call("B", [3]), Fetch(broken={"B"})),
+                        ('<answer>{"TA": "A"}</answer>', Fetch())]:
+        ep.step(text, fetch)
+    assert ep.outcomes == ["valid", "out_of_range", "bad_json", "no_call", "unreadable_video",
+                           "incomplete_answer"]
+    over = episode(max_turns=1)
+    for text in (call("A", [1]), call("A", [2])):
+        over.step(text, Fetch())
+    assert over.outcomes == ["valid", "over_budget"]
+
+
 def test_answer_before_a_call_counts_but_a_call_before_an_answer_is_executed():
     ep = episode()
     ep.step(call("A", [1]) + '<answer>{"TA": "A"}</answer>', Fetch())

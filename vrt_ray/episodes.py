@@ -139,5 +139,6 @@ def _finish(trajectory: Trajectory, episode: Episode) -> Trajectory:
     trajectory.tool_failures = episode.tool_failures
     trajectory.frames_fetched = episode.frames_fetched
     trajectory.turns_over_budget = episode.turns_over_budget
+    trajectory.outcomes = list(episode.outcomes)
     trajectory.messages = episode.messages
     return trajectory

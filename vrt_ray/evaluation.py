@@ -15,6 +15,7 @@ pair and the pairs that could not be judged, with why. Choices (docs/evaluation.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from vrt_ray.data.loaders import LoadReport
@@ -33,7 +34,7 @@ def evaluate(report: LoadReport, trajectories: Sequence[Mapping[str, Any]],
     `report` is the loaded benchmark file, `trajectories` one trajectory dict per loaded pair
     (matched by pair id), `dimensions` the judged dimensions (overall is added), `frames` each
     pair's frame count per video (None when unknown), `edges` the length-bucket edges.
-    Returns {counts, table, benchmark, no_verdict, pairs, unreadable, bad_rows}.
+    Returns {counts, table, benchmark, no_verdict, behaviour, pairs, unreadable, bad_rows}.
     """
     dims = list(dict.fromkeys([*dimensions, "overall"]))
     by_id = {t["pair_id"]: t for t in trajectories}
@@ -66,6 +67,7 @@ def evaluate(report: LoadReport, trajectories: Sequence[Mapping[str, Any]],
         "table": table,
         "benchmark": benchmark_protocols(report.format, judged, records),
         "no_verdict": no_verdict,
+        "behaviour": behaviour(records),
         "pairs": records,
         "unreadable": unreadable,
         "bad_rows": [{"line": b.line, "reason": b.reason} for b in report.bad_rows],
@@ -87,7 +89,42 @@ def pair_record(pair: PreferencePair, trajectory: Mapping[str, Any], dims: Seque
             "end_reason": trajectory.get("end_reason", ""),
             "answer_complete": bool(trajectory.get("answer_complete")),
             "turns": len(trajectory.get("turns", [])),
-            "frames_fetched": int(trajectory.get("frames_fetched", 0))}
+            "valid_calls": int(trajectory.get("valid_calls", 0)),
+            "invalid_calls": int(trajectory.get("invalid_calls", 0)),
+            "frames_fetched": int(trajectory.get("frames_fetched", 0)),
+            "outcomes": list(trajectory.get("outcomes", []))}
+
+
+def behaviour(records: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """What the judged episodes did, right or wrong: how many made each number of valid tool
+    calls (`valid_calls`, a histogram), their invalid calls and fetched frames in all, how
+    many fetched any frame, how they ended (`end_reasons`), and what their turns came to
+    (`first_turn`: each episode's first; `turns`: all; outcomes of `Episode.outcomes`)."""
+    def histogram(values) -> Dict[str, int]:
+        return {str(k): n for k, n in sorted(Counter(values).items())}
+
+    def most_common(values) -> Dict[str, int]:
+        return dict(Counter(values).most_common())
+
+    return {"episodes": len(records),
+            "valid_calls": histogram(r["valid_calls"] for r in records),
+            "invalid_calls": sum(r["invalid_calls"] for r in records),
+            "fetched_frames": sum(r["frames_fetched"] for r in records),
+            "episodes_fetching": sum(r["frames_fetched"] > 0 for r in records),
+            "end_reasons": most_common(r["end_reason"] for r in records),
+            "first_turn": most_common(r["outcomes"][0] for r in records if r["outcomes"]),
+            "turns": most_common(o for r in records for o in r["outcomes"])}
+
+
+def behaviour_text(b: Mapping[str, Any]) -> str:
+    """`behaviour` in three lines: valid calls an episode, frames and ends; first turns; all."""
+    def listed(counts: Mapping[str, int], sep: str = " ") -> str:
+        return ", ".join(f"{k}{sep}{n}" for k, n in counts.items()) or "-"
+
+    return (f"episodes by valid tool calls ({listed(b['valid_calls'], ': ')}); "
+            f"{b['invalid_calls']} invalid calls; {b['episodes_fetching']} of {b['episodes']} "
+            f"fetched frames ({b['fetched_frames']} in all); ended by: {listed(b['end_reasons'])}"
+            f"\n  first turns: {listed(b['first_turn'])}\n  all turns: {listed(b['turns'])}")
 
 
 def benchmark_protocols(format: str, pairs: Sequence[PreferencePair],
@@ -106,10 +143,17 @@ def benchmark_protocols(format: str, pairs: Sequence[PreferencePair],
 
 def flat_metrics(results: Mapping[str, Any]) -> Dict[str, float]:
     """MLflow metrics of `results`: accuracies (`accuracy/<dim>/<kind>`, by length
-    `accuracy_frames_<bucket>/<dim>/<kind>`, `benchmark/<name>/<protocol>`), counts and
-    no-verdict counts; NaN left out."""
+    `accuracy_frames_<bucket>/<dim>/<kind>`, `benchmark/<name>/<protocol>`), counts,
+    no-verdict counts and the episodes' behaviour (`behaviour/...`); NaN left out."""
     out: Dict[str, float] = {f"pairs/{k}": float(v) for k, v in results["counts"].items()}
     out.update({f"no_verdict/{d}": float(n) for d, n in results["no_verdict"].items()})
+    b = results["behaviour"]
+    if b["episodes"]:
+        out.update({"behaviour/valid_calls_mean": sum(int(k) * n for k, n in b["valid_calls"].items())
+                    / b["episodes"],
+                    "behaviour/invalid_calls_mean": b["invalid_calls"] / b["episodes"],
+                    "behaviour/fetching_share": b["episodes_fetching"] / b["episodes"],
+                    "behaviour/fetched_frames": float(b["fetched_frames"])})
     out.update({f"benchmark/{b['protocol'].replace(':', '/')}": float(b["accuracy"])
                 for b in results.get("benchmark", []) if not math.isnan(b["accuracy"])})
     table = results["table"]

@@ -80,6 +80,10 @@ class Episode:
     tool_failures: int = 0  # valid calls whose frames could not be decoded
     frames_fetched: int = 0
     turns_over_budget: int = 0
+    # what each assistant turn came to: valid (a call that fetched), the tool-call error's kind
+    # (bad_json, out_of_range, ...), unreadable_video, no_call, over_budget, answer or
+    # incomplete_answer
+    outcomes: List[str] = field(default_factory=list)
     done: bool = False
     answer: Optional[ParsedAnswer] = None
     end_reason: str = ""
@@ -117,16 +121,19 @@ class Episode:
         self.messages.append({"role": "assistant", "kind": "assistant", "content": text})
         if has_answer(text, self.preset.answer) and (call_text is None or _answer_first(
                 text, self.preset)):
-            return self._finish("answer", parse_answer(text, self.preset.answer,
-                                                       self.budgets.dimensions))
+            answer = parse_answer(text, self.preset.answer, self.budgets.dimensions)
+            self.outcomes.append("answer" if answer.complete else "incomplete_answer")
+            return self._finish("answer", answer)
         if self.actions >= self.budgets.max_turns:
             self.turns_over_budget += 1
+            self.outcomes.append("over_budget")
             if self._budget_warned or not self.preset.budget_exhausted:
                 return self._finish("budget")
             self._budget_warned = True
             return self._reply_text(self.preset.budget_exhausted, kind="budget")
         if call_text is None:
             self.invalid_calls += 1
+            self.outcomes.append("no_call")
             if self.preset.on_no_action == "end" or not self.preset.no_action:
                 return self._finish("no_action")
             self._reply_text(self.preset.no_action, kind="error")
@@ -144,17 +151,20 @@ class Episode:
                                  video_required=self.preset.video_required)
         if isinstance(result, ToolCallError):
             self.invalid_calls += 1
+            self.outcomes.append(result.kind)
             return self._reply_text(self._error_text(result.kind, result.details), kind="error")
         refs = self._resolve(result)
         try:
             fetch(refs)
         except Exception as exc:  # a video that fails to decode is the tool's failure
             self.tool_failures += 1
+            self.outcomes.append("unreadable_video")
             reason = " ".join(str(exc).split())[:300]
             details = {"video": result.video, "reason": reason}
             return self._reply_text(self._error_text("unreadable_video", details), kind="error")
         self.requests.append(result)
         self.valid_calls += 1
+        self.outcomes.append("valid")
         self.frames_fetched += len(refs)
         self.messages.append({"role": self.preset.tool_result_role, "kind": "tool_result",
                               "content": self._frames_content(refs, self.preset.tool_result_intro,

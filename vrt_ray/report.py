@@ -115,6 +115,8 @@ def _window_note(t: Trajectory, turn: int, seen: List[FrameRef]) -> str:
     in_view = {ref for _, refs in t.turns[turn].visuals for ref in refs}
     dropped = [r for r in dict.fromkeys(seen) if r not in in_view]
     text = f"turn {turn + 1}: {len(in_view)} frames in view"
+    if turn < len(t.outcomes):
+        text += f" · came to: {t.outcomes[turn]}"
     if dropped:
         names = ", ".join(f"{r.video}{r.index}" for r in dropped)
         text += f"; dropped by the memory window: {names}"

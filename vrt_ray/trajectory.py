@@ -49,6 +49,7 @@ class Trajectory:
     tool_failures: int = 0  # valid calls whose frames could not be decoded
     frames_fetched: int = 0
     turns_over_budget: int = 0
+    outcomes: List[str] = field(default_factory=list)  # per assistant turn (Episode.outcomes)
     messages: List[dict] = field(default_factory=list)  # the full record, for reports
 
     def to_dict(self) -> dict:
