@@ -29,8 +29,8 @@ from collections import Counter
 import numpy as np
 import torch
 
-from jobs.cold_start import (first_turn, pairs_by_id, read_traces,
-                              split_traces, trace_trajectories)
+from jobs.cold_start import (opening, pairs_by_id, read_traces, split_traces,
+                              trace_trajectories)
 from vrt_ray import config
 from vrt_ray.cli.stdout import claim_stdout, emit
 from vrt_ray.engines.base import SamplingParams
@@ -139,8 +139,8 @@ def main():
         train_items = restating(cfg, processor, train, args.restate_only, args.seed)
     else:
         train_items = [train_sequences(t)[0] for t in
-                       trace_trajectories(cfg, args.model, [first_turn(t) for t in train])]
-    held_traj = trace_trajectories(cfg, args.model, [first_turn(t) for t in held_out])
+                       trace_trajectories(cfg, args.model, [opening(t) for t in train])]
+    held_traj = trace_trajectories(cfg, args.model, [opening(t) for t in held_out])
     eval_items = [train_sequences(t)[0] for t in held_traj]
     cache = FrameCache(cfg.video.cache_mb << 20)
     counts, prompts = first_contexts(cfg, processor, held_out, cache)

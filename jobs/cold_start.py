@@ -6,12 +6,16 @@ trained under the context the model sees at inference: the visual memory window 
 results with their frames, turns packed where nothing was dropped (DESIGN.md §3), labels on
 assistant tokens only. Traces of the `train` split train; `val` traces (or, without any,
 `cold_start.eval_fraction` of the train traces) give the held-out loss after each epoch.
-A seeded `cold_start.slip_rate` share of the train traces get one call written cut short first,
-then again after the tool's error, the slip itself untrained (`vrt_ray.sft.add_slip`).
+A seeded `cold_start.slip_rate` share of the train traces get one call written wrong first (cut
+short, or asking for frames past the video's end: `cold_start.slip_kinds`), then again after
+the tool's error, the slip itself untrained (`vrt_ray.sft.add_slip`).
 First turns (the episode's first context -> the teacher's first turn, with its call), cycling
 through the train traces in a seeded order, give the turn every episode opens with more of the
 updates: `cold_start.first_turn_steps` steps of them alone before the epochs, and
-`cold_start.first_turns_per_step` more in every step of the epochs.
+`cold_start.first_turns_per_step` more in every step of the epochs; with
+`cold_start.opening_turns: N` each of them is the trace's first N turns instead (its packed
+sequences, drawn one by one). The held-out loss is reported per token class and per turn
+(`turn_1`, ..., `answer`).
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import math
 import random
 from itertools import islice
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from omegaconf import DictConfig
@@ -39,7 +43,7 @@ from vrt_ray.models import load_processor
 from vrt_ray.preset import load_preset
 from vrt_ray.protocol import Budgets
 from vrt_ray.sft import add_slip, check_initial_view, trace_trajectory
-from vrt_ray.token_loss import TokenClasses, loss_by_class
+from vrt_ray.token_loss import TokenClasses, loss_by_class, loss_by_label, turn_labels
 from vrt_ray.tracking import Tracker
 from vrt_ray.trajectory import Trajectory
 
@@ -65,10 +69,33 @@ def split_traces(traces: List[dict], eval_fraction: float, seed: int) -> Tuple[l
     return train, held_out
 
 
-def with_slips(traces: List[dict], rate: float, max_turns: int, seed: int) -> List[dict]:
-    """The traces, a seeded `rate` share of them with a slip (`add_slip`); the rest as given."""
+def with_slips(traces: List[dict], rate: float, kinds: Sequence[str], max_turns: int, seed: int,
+               num_frames: Mapping[str, Mapping[str, int]]) -> List[dict]:
+    """The traces, a seeded `rate` share of them with a slip (`add_slip`) of one of `kinds`,
+    drawn evenly; the rest as given. `num_frames`: pair id -> video -> frame count (for
+    `range` slips)."""
     rng = np.random.default_rng([seed, 7])
-    return [add_slip(t, rng, max_turns) if rng.random() < rate else t for t in traces]
+    out = []
+    for t in traces:
+        if rng.random() < rate:
+            kind = kinds[int(rng.integers(len(kinds)))] if len(kinds) > 1 else kinds[0]
+            t = add_slip(t, rng, max_turns, kind, num_frames.get(t["pair_id"]))
+        out.append(t)
+    return out
+
+
+def slip_frame_counts(cfg: DictConfig, traces: List[dict]) -> Dict[str, Dict[str, int]]:
+    """Pair id -> video -> frame count for the traces' pairs, when `range` slips need them."""
+    c = cfg.cold_start
+    if not c.slip_rate or "range" not in c.slip_kinds:
+        return {}
+    if load_preset(cfg.protocol.preset).frame_space != "per_video":
+        raise VrtError(f"cold_start.slip_kinds: `range` slips need calls that name their video; "
+                       f"preset {cfg.protocol.preset} numbers one pool of frames")
+    pairs = pairs_by_id(cfg)
+    return {t["pair_id"]: frame_counts({"A": pairs[t["pair_id"]].video_a,
+                                        "B": pairs[t["pair_id"]].video_b}, cfg.video.backend)
+            for t in traces if t["pair_id"] in pairs}
 
 
 def pairs_by_id(cfg: DictConfig) -> Dict[str, PreferencePair]:
@@ -103,9 +130,9 @@ def trace_trajectories(cfg: DictConfig, model_dir: str, traces: List[dict]) -> L
     return samples
 
 
-def first_turn(trace: dict) -> dict:
-    """The trace cut after its first turn (the first context -> the first call)."""
-    return {**trace, "turns": trace["turns"][:1]}
+def opening(trace: dict, turns: int = 1) -> dict:
+    """The trace cut after its first `turns` turns (1: the first context -> the first call)."""
+    return {**trace, "turns": trace["turns"][:turns]}
 
 
 def first_turn_stream(items: List[TrainSequence], seed: int) -> Iterator[TrainSequence]:
@@ -120,11 +147,26 @@ def trace_samples(cfg: DictConfig, model_dir: str, traces: List[dict]) -> List[L
     return [train_sequences(t) for t in trace_trajectories(cfg, model_dir, traces)]
 
 
-def held_out_loss(learners: LearnerGroup, items: List[TrainSequence],
-                  classes: TokenClasses) -> Dict[str, float]:
-    """Mean negative log-likelihood per assistant token: `all`, and per token class
-    (vrt_ray/token_loss.py)."""
-    return loss_by_class(items, learners.logprobs(items), classes)
+def held_out_loss(learners: LearnerGroup, items: List[TrainSequence], classes: TokenClasses,
+                  turns: Sequence[Mapping[int, str]] = ()) -> Dict[str, float]:
+    """Mean negative log-likelihood per assistant token: `all`, per token class
+    (vrt_ray/token_loss.py) and, given each item's `turn_labels`, per turn."""
+    values = learners.logprobs(items)
+    return {**loss_by_class(items, values, classes),
+            **(loss_by_label(items, values, turns) if turns else {})}
+
+
+def held_out_items(cfg: DictConfig, model_dir: str,
+                   traces: List[dict]) -> Tuple[List[TrainSequence], List[Dict[int, str]]]:
+    """The held-out traces' training sequences, and each one's `turn_labels` (a trace's last
+    turn, when it answers, as `answer`)."""
+    items, turns = [], []
+    for trace, trajectory in zip(traces, trace_trajectories(cfg, model_dir, traces)):
+        answer = len(trajectory.turns) - 1 if "answer" in trace["turns"][-1] else None
+        for item in train_sequences(trajectory):
+            items.append(item)
+            turns.append(turn_labels(item.seq, answer))
+    return items, turns
 
 
 def eval_metrics(losses: Dict[str, float]) -> Dict[str, float]:
@@ -139,13 +181,15 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     model_dir = model_dir or cfg.model.path
     out = out or str(Path(cfg.output_dir) / "cold_start")
     train, held_out = split_traces(read_traces(cfg), c.eval_fraction, cfg.seed)
+    openings = [opening(t, c.opening_turns) for t in train]
     first_turns = first_turn_stream(
-        [s for sample in trace_samples(cfg, model_dir, [first_turn(t) for t in train])
-         for s in sample], cfg.seed) if c.first_turn_steps or c.first_turns_per_step else iter(())
-    train = with_slips(train, c.slip_rate, cfg.protocol.max_turns, cfg.seed)
-    train_samples = trace_samples(cfg, model_dir, train)
-    eval_items = [s for sample in trace_samples(cfg, model_dir, held_out) for s in sample]
-    steps_per_epoch = math.ceil(len(train_samples) / c.batch_size)
+        [s for sample in trace_samples(cfg, model_dir, openings) for s in sample],
+        cfg.seed) if c.first_turn_steps or c.first_turns_per_step else iter(())
+    train = with_slips(train, c.slip_rate, list(c.slip_kinds), cfg.protocol.max_turns, cfg.seed,
+                       slip_frame_counts(cfg, train))
+    train_samples = trace_samples(cfg, model_dir, train) if c.epochs else []
+    eval_items, eval_turns = held_out_items(cfg, model_dir, held_out)
+    steps_per_epoch = math.ceil(len(train) / c.batch_size)
     total = c.first_turn_steps + c.epochs * steps_per_epoch
     start_ray(cfg)
     tracker = Tracker(cfg, run_name=f"{cfg.name}-cold-start")
@@ -164,7 +208,7 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
 
     def evaluate(epoch: int) -> None:
         if eval_items:
-            losses.append(held_out_loss(learners, eval_items, classes))
+            losses.append(held_out_loss(learners, eval_items, classes, eval_turns))
             tracker.log_metrics({**eval_metrics(losses[-1]), "epoch": epoch}, step)
 
     try:
@@ -173,6 +217,7 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
             train_step(list(islice(first_turns, c.batch_size)), "first turns")
         if c.first_turn_steps:
             evaluate(0)
+            learners.save(out)
         for epoch in range(c.epochs):
             order = random.Random(cfg.seed + epoch).sample(range(len(train_samples)),
                                                            len(train_samples))
@@ -181,20 +226,20 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
                 train_step(items + list(islice(first_turns, c.first_turns_per_step)),
                            f"epoch {epoch + 1}")
             evaluate(epoch + 1)
-            learners.save(out)  # every epoch: a run stopped later keeps its last whole epoch
+            learners.save(out)  # every epoch: a run stopped later keeps its last whole one
         tracker.register_model(out)
         status = "FINISHED"
     finally:
         bar.close()
         tracker.finish(status)
         learners.shutdown()
-    return {"model": out, "steps": total, "train_traces": len(train_samples),
+    return {"model": out, "steps": total, "train_traces": len(train),
             "extra_first_turns": c.first_turn_steps * c.batch_size
             + c.epochs * steps_per_epoch * c.first_turns_per_step,
             "slipped_traces": sum(any("slip" in t for t in trace["turns"]) for trace in train),
             "held_out_traces": len(held_out),
             # before, after the first-turn steps (when there are any), then after each epoch
             "eval_loss": [l["all"] for l in losses],
-            "eval_loss_by_class": losses,
+            "eval_loss_by_class": losses,  # token classes, then turns (turn_1, ..., answer)
             "tracking_run_id": tracker.run_id,
             "model_version": tracker.model_version}

@@ -27,15 +27,20 @@ def test_cold_start_lowers_the_held_out_loss_and_writes_a_policy(setup):
     from vrt_ray.models import load_policy
 
     root, model = setup
-    summary = cold_start.main(_cfg(root, model, "cold_start.slip_rate=1.0"))
+    summary = cold_start.main(_cfg(root, model, "cold_start.slip_rate=1.0",
+                                   "cold_start.slip_kinds=[cut,range]"))
     assert summary["train_traces"] >= 2 and summary["held_out_traces"] >= 1
     assert summary["slipped_traces"] >= 1  # replayed and trained through the real learners
     before, *after = summary["eval_loss"]
     assert len(after) == 2 and after[-1] < before
+    by_turn = summary["eval_loss_by_class"][-1]  # every held-out trace opens with a call, answers last
+    assert {"turn_1", "answer"} <= set(by_turn) and by_turn["answer"] > 0
     load_policy(summary["model"])  # a loadable Hugging Face directory
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
     history = client.get_metric_history(summary["tracking_run_id"], "train/loss")
     assert [m.step for m in history] == list(range(1, summary["steps"] + 1))
+    logged = client.get_run(summary["tracking_run_id"]).data.metrics
+    assert logged["eval/loss_answer"] == pytest.approx(by_turn["answer"])
 
 
 def test_first_turns_train_alone_first_then_join_every_step(setup, monkeypatch):
@@ -55,7 +60,7 @@ def test_first_turns_train_alone_first_then_join_every_step(setup, monkeypatch):
     train, _ = cold_start.split_traces(cold_start.read_traces(cfg), cfg.cold_start.eval_fraction,
                                        cfg.seed)
     firsts = [tuple(s.seq.input_ids) for sample in cold_start.trace_samples(
-        cfg, str(model), [cold_start.first_turn(t) for t in train]) for s in sample]
+        cfg, str(model), [cold_start.opening(t) for t in train]) for s in sample]
     assert len(firsts) == len(train) >= 2  # one sequence a trace: its first context and turn 1
     alone, mixed = steps[:2], steps[2:]
     assert [len(s) for s in alone] == [2, 2] and len(steps) == summary["steps"]
@@ -65,6 +70,28 @@ def test_first_turns_train_alone_first_then_join_every_step(setup, monkeypatch):
     assert set(extra) <= set(firsts)
     assert not set(firsts) & {ids for step in mixed for ids in step[:-3]}  # whole traces pack
     assert len(summary["eval_loss"]) == 4  # before, after the first turns, after each epoch
+
+
+def test_openings_of_two_turns_train_alone_with_no_epoch(setup, monkeypatch):
+    from actors.learner import LearnerGroup
+    from jobs import cold_start
+    from vrt_ray.models import load_policy
+
+    root, model = setup
+    train_sft, steps = LearnerGroup.train_sft, []
+
+    def recorded(self, items):
+        steps.append([s.seq.turn_indices for s in items])
+        return train_sft(self, items)
+
+    monkeypatch.setattr(LearnerGroup, "train_sft", recorded)
+    cfg = _cfg(root, model, "cold_start.epochs=0", "cold_start.first_turn_steps=3",
+               "cold_start.opening_turns=2")
+    summary = cold_start.main(cfg, out=str(root / "openings"))
+    # turn 2's context extends turn 1's (nothing left the window): one sequence, both labelled
+    assert steps == [[(0, 1), (0, 1)]] * 3 and summary["steps"] == 3
+    assert summary["extra_first_turns"] == 6 and len(summary["eval_loss"]) == 2
+    load_policy(summary["model"])  # written after the first-turn steps
 
 
 def test_first_turns_cycle_in_a_new_seeded_order_each_pass():
@@ -107,3 +134,20 @@ def test_traces_for_another_initial_view_are_refused(setup):
     cfg = _cfg(root, model, "protocol.initial_frames=2")
     with pytest.raises(TraceError, match="initial view"):
         cold_start.trace_samples(cfg, str(model), cold_start.read_traces(cfg)[:1])
+
+
+def test_slips_of_each_kind_are_drawn_for_a_seeded_share():
+    from jobs.cold_start import with_slips
+
+    turns = [{"think": "A 1.", "tool_call": {"video": "A", "target_frames": [2, 3]}},
+             {"think": "done.", "answer": {"overall": "A"}}]
+    traces = [{"pair_id": f"p{i}", "turns": turns} for i in range(40)]
+    counts = {f"p{i}": {"A": 10, "B": 12} for i in range(40)}
+    slipped = with_slips(traces, 0.5, ["cut", "range"], 6, 3, counts)
+    kinds = [next((t["slip"] for t in s["turns"] if "slip" in t), None) for s in slipped]
+    assert 10 <= kinds.count(None) <= 30 and kinds.count("cut") and kinds.count("range")
+    assert all(max(t["slip_frames"]) > 10 for s in slipped for t in s["turns"]
+               if t.get("slip") == "range")
+    assert slipped == with_slips(traces, 0.5, ["cut", "range"], 6, 3, counts)
+    assert not any("slip" in t for s in with_slips(traces, 0.0, ["cut"], 6, 3, {})
+                   for t in s["turns"])

@@ -68,6 +68,10 @@ BAD = [
     (["model.tiny_spec=[num_heads=3]"], "model.tiny_spec", "must split into num_heads 3"),
     (["model.tiny_spec=[num_layers=0]"], "model.tiny_spec", "num_layers must be > 0"),
     (["warmup.restate_share=0.5"], "warmup.restate_share", "needs warmup.restate_per_pair"),
+    (["cold_start.epochs=0"], "cold_start.epochs", "needs cold_start.first_turn_steps"),
+    (["cold_start.opening_turns=0"], "cold_start.opening_turns", ">= 1"),
+    (["cold_start.slip_kinds=[cut,typo]"], "cold_start.slip_kinds", "list of cut, range"),
+    (["cold_start.slip_kinds=[]"], "cold_start.slip_kinds", "non-empty"),
     (["warmup.restate_share=1.5", "warmup.restate_per_pair=2"], "warmup.restate_share", "<= 1"),
 ]
 

@@ -15,7 +15,8 @@ from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_policy, load_processor
 from vrt_ray.preset import load_preset
 from vrt_ray.protocol import Budgets, EpisodeInput
-from vrt_ray.sft import IGNORE, RETRY_THINK, add_slip, labels, trace_texts, trace_trajectory
+from vrt_ray.sft import (IGNORE, RANGE_RETRY_THINK, RETRY_THINK, add_slip, labels, trace_texts,
+                         trace_trajectory)
 from vrt_ray.trajectory import to_sequences
 
 PIXELS = PixelBudget(784, 3136)
@@ -96,6 +97,40 @@ def test_a_slip_is_replayed_for_its_error_but_only_the_retry_is_trained(setup):
                            if t != IGNORE])
     assert texts[slip] not in labelled and texts[slip + 1] in labelled
     assert all(text in labelled for i, text in enumerate(texts) if i not in (slip, slip + 1))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_range_slip_asks_past_the_end_and_its_retry_is_trained_under_the_error(setup, seed):
+    processor, pair, videos = setup
+    preset, budgets = load_preset("vrt"), Budgets(initial_frames=2, memory_window=1)
+    counts = {"A": 30, "B": 20}
+    slipped = add_slip(TRACE, np.random.default_rng(seed), budgets.max_turns, "range", counts)
+    slip = next(i for i, t in enumerate(slipped["turns"]) if "slip" in t)
+    call = slipped["turns"][slip]["tool_call"]
+    asked = slipped["turns"][slip]["slip_frames"]
+    assert max(asked) > counts[call["video"]] and len(asked) <= len(call["target_frames"])
+    assert slipped["turns"][slip + 1] == {
+        "think": RANGE_RETRY_THINK.format(video=call["video"], last=counts[call["video"]]),
+        "tool_call": call}
+    texts = trace_texts(slipped, preset)
+    assert texts[slip].endswith("}}</tool_call>")  # whole JSON, wrong frames
+
+    trajectory = trace_trajectory(processor, pair, videos, counts, slipped, preset, budgets,
+                                  PIXELS, FrameCache(1 << 26))
+    assert (trajectory.invalid_calls, trajectory.valid_calls) == (1, 2)
+    assert trajectory.answer_complete and len(trajectory.turns) == 3
+    context = processor.tokenizer.decode(trajectory.turns[slip].prompt_ids)
+    assert "do not exist" in context and f"frames 1 to {counts[call['video']]}" in context
+    labelled = processor.tokenizer.decode([t for s in to_sequences(trajectory.turns)
+                                           for t in labels(s) if t != IGNORE])
+    assert texts[slip] not in labelled and texts[slip + 1] in labelled
+
+
+def test_a_range_slip_needs_frame_counts_and_kinds_are_checked():
+    with pytest.raises(ValueError, match="frame counts"):
+        add_slip(TRACE, np.random.default_rng(0), 6, "range")
+    with pytest.raises(ValueError, match="slip kind 'typo'"):
+        add_slip(TRACE, np.random.default_rng(0), 6, "typo")
 
 
 def test_a_trace_using_every_turn_gets_no_slip():

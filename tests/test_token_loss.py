@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from vrt_ray.token_loss import TokenClasses, loss_by_class, loss_by_label
+from vrt_ray.token_loss import TokenClasses, loss_by_class, loss_by_label, turn_labels
 from vrt_ray.trajectory import PackedSequence
 
 
@@ -53,3 +53,15 @@ def test_loss_by_label_averages_the_labelled_action_tokens(tokenizer):
     got = loss_by_label([item, item], [logprobs, logprobs], labels)
     # position 0 has no prediction, 4 is not an action token, 3 has no label
     assert got == {"colour": pytest.approx(1.0), "position": pytest.approx(2.0)}
+
+
+def test_turn_labels_name_each_run_of_action_tokens_by_its_turn():
+    #                 turn 2 ----   tool  turn 3   tool  turn 4 (answers)
+    mask = [False, True, True, False, True, False, True, True]
+    seq = PackedSequence(input_ids=list(range(8)), visuals=[], action_mask=mask,
+                         logprobs=[None] * 8, turn_indices=(1, 2, 3))
+    assert turn_labels(seq, answer_turn=3) == {1: "turn_2", 2: "turn_2", 4: "turn_3",
+                                               6: "answer", 7: "answer"}
+    assert turn_labels(seq)[7] == "turn_4"
+    with pytest.raises(ValueError, match="runs of action tokens"):
+        turn_labels(PackedSequence(list(range(8)), [], mask, [None] * 8, (1, 2)))

@@ -179,13 +179,15 @@ class WarmupConfig:
 class ColdStartConfig:
     enabled: bool = True
     traces: str = "traces.jsonl"  # relative to data.dir
-    epochs: int = _ge(3, 1)
+    epochs: int = _ge(3, 0)  # 0: the first-turn steps alone
     batch_size: int = _ge(8, 1)
     lr: float = _gt(1e-3, 0.0)
     eval_fraction: float = _range(0.1, 0.0, 0.9)
-    slip_rate: float = _range(0.0, 0.0, 1.0)  # share of train traces with a cut-short call
+    slip_rate: float = _range(0.0, 0.0, 1.0)  # share of train traces with a slipped call
+    slip_kinds: List[str] = field(default_factory=lambda: ["cut"])  # cut, range (vrt_ray/sft.py)
     first_turn_steps: int = _ge(0, 0)  # steps of first turns alone (context -> turn 1) first
     first_turns_per_step: int = _ge(0, 0)  # first turns added to each step of the epochs
+    opening_turns: int = _ge(1, 1)  # turns a "first turn" holds: the trace cut after them
 
 
 @dataclass
@@ -403,6 +405,13 @@ def _check_rules(cfg: DictConfig) -> None:
     if cfg.warmup.restate_share > 0 and cfg.warmup.restate_per_pair == 0:
         raise ConfigError(f"warmup.restate_share = {cfg.warmup.restate_share}: needs "
                           "warmup.restate_per_pair >= 1 (no restating sequences to draw)")
+    kinds = list(cfg.cold_start.slip_kinds)
+    if not kinds or set(kinds) - {"cut", "range"}:
+        raise ConfigError(f"cold_start.slip_kinds = {kinds}: must be a non-empty list of "
+                          "cut, range")
+    if cfg.cold_start.epochs == 0 and cfg.cold_start.first_turn_steps == 0:
+        raise ConfigError("cold_start.epochs = 0: needs cold_start.first_turn_steps >= 1 "
+                          "(nothing to train)")
     if cfg.video.min_pixels > cfg.video.max_pixels:
         raise ConfigError(f"video.min_pixels = {cfg.video.min_pixels}: must be <= "
                           f"video.max_pixels ({cfg.video.max_pixels})")

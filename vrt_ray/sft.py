@@ -3,14 +3,15 @@ sees at inference, i.e. the per-turn contexts of DESIGN.md §3 built by the same
 (`episodes.replay`), packed where nothing was dropped, labels on generated tokens only.
 
 Slips: a teacher never errs, so a student that once writes a broken tool call has never seen
-what follows the tool's error. `add_slip` writes one of a trace's calls first cut short (a
-`slip` turn), then whole again after the error; the slip turn is replayed, so the retry is
-trained under the error message, but it carries no labels: the student learns to recover, not
-to slip.
+what follows the tool's error. `add_slip` writes one of a trace's calls first wrong (a `slip`
+turn), then whole again after the error; the slip turn is replayed, so the retry is trained
+under the error message, but it carries no labels: the student learns to recover, not to slip.
+Two kinds, the student's two commonest errors: `cut`, the call cut off after some of its frames
+with its JSON unclosed; `range`, the call asking for frames past the video's last one.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Mapping, Optional
 
 import numpy as np
 
@@ -26,21 +27,40 @@ IGNORE = -100
 
 
 RETRY_THINK = "That call was cut short. Writing it again, whole."
+RANGE_RETRY_THINK = "Video {video} has frames 1 to {last}. Asking again within them."
+SLIP_KINDS = ("cut", "range")
 
 
-def add_slip(trace: dict, rng: np.random.Generator, max_turns: int) -> dict:
-    """A copy of `trace` in which one tool call, chosen by `rng`, is first written cut off after
-    some of its frames (a `slip` turn) and then again whole. A trace whose calls already use
-    every turn of `max_turns` (a slip counts as one) comes back unchanged."""
+def add_slip(trace: dict, rng: np.random.Generator, max_turns: int, kind: str = "cut",
+             num_frames: Optional[Mapping[str, int]] = None) -> dict:
+    """A copy of `trace` in which one tool call, chosen by `rng`, is first written wrong (a
+    `slip` turn) and then again whole: `cut` writes it cut off after some of its frames,
+    `range` with some of its last frames moved past the video's end (`num_frames`, video ->
+    frame count, needed). A trace whose calls already use every turn of `max_turns` (a slip
+    counts as one) comes back unchanged."""
+    if kind not in SLIP_KINDS:
+        raise ValueError(f"slip kind {kind!r}: expected one of {SLIP_KINDS}")
+    if kind == "range" and num_frames is None:
+        raise ValueError("a `range` slip needs the videos' frame counts (num_frames)")
     calls = [i for i, t in enumerate(trace["turns"]) if "tool_call" in t]
     if not calls or len(calls) >= max_turns:
         return trace
     i = calls[int(rng.integers(len(calls)))]
     turn = trace["turns"][i]
-    kept = int(rng.integers(1, len(turn["tool_call"]["target_frames"]) + 1))
-    retry = {"think": RETRY_THINK, "tool_call": turn["tool_call"]}
-    turns = trace["turns"][:i] + [{**turn, "slip": kept}, retry] + trace["turns"][i + 1:]
-    return {**trace, "turns": turns}
+    frames = list(turn["tool_call"]["target_frames"])
+    kept = int(rng.integers(1, len(frames) + 1))
+    think = RETRY_THINK
+    if kind == "range":
+        video = turn["tool_call"].get("video", "")
+        last = num_frames[video]
+        past = sorted({int(f) for f in rng.integers(last + 1, last + 1 + max(8, last // 2),
+                                                    size=len(frames) - kept + 1)})
+        frames, think = frames[:kept - 1] + past, RANGE_RETRY_THINK.format(video=video, last=last)
+    else:
+        frames = frames[:kept]
+    retry = {"think": think, "tool_call": turn["tool_call"]}
+    slip = {**turn, "slip": kind, "slip_frames": frames}
+    return {**trace, "turns": trace["turns"][:i] + [slip, retry] + trace["turns"][i + 1:]}
 
 
 def trace_texts(trace: dict, preset: Preset) -> List[str]:
@@ -51,11 +71,12 @@ def trace_texts(trace: dict, preset: Preset) -> List[str]:
 
 
 def _slip_text(preset: Preset, turn: dict) -> str:
-    """The turn's call with only its first `slip` frames and its JSON left unclosed."""
-    call = dict(turn["tool_call"], target_frames=turn["tool_call"]["target_frames"][:turn["slip"]])
+    """The turn with its call asking for the slip's frames; a `cut` one's JSON left unclosed."""
+    call = dict(turn["tool_call"], target_frames=turn["slip_frames"])
     whole = format_turn(preset, turn["think"], call)
-    cut = whole[:-len(preset.tool_close)].rstrip("}]")
-    return cut + preset.tool_close
+    if turn["slip"] != "cut":
+        return whole
+    return whole[:-len(preset.tool_close)].rstrip("}]") + preset.tool_close
 
 
 def trace_trajectory(processor, pair: PreferencePair, videos: dict, num_frames: dict, trace: dict,

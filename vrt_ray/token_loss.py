@@ -6,7 +6,8 @@ writes well-formed calls, one that has neither writes nothing usable. Classes, f
 text: `markup` (the tokenizer's added and special tokens: `<|im_end|>`, `<tool_call>`, and
 the tiny model's `<think>` / `<answer>`), `number` (digits, no letters), `word` (letters) and
 `other` (punctuation, spaces, partial bytes). `loss_by_label` averages by labels given per
-position instead: the facts a warm-up caption states (vrt_ray/warmup.py).
+position instead: the facts a warm-up caption states (vrt_ray/warmup.py), or the turn of a
+trace a token belongs to (`turn_labels`).
 """
 from __future__ import annotations
 
@@ -75,3 +76,21 @@ def loss_by_label(items: Sequence, logprobs: Sequence[Optional[Sequence[float]]]
     total = _mean_loss(items, logprobs,
                        lambda i, p, token: (labels[i][p],) if p in labels[i] else ())
     return {k: v[0] / v[1] for k, v in total.items()}
+
+
+def turn_labels(seq, answer_turn: Optional[int] = None) -> Dict[int, str]:
+    """Position -> the turn its action token belongs to, for `loss_by_label`: `turn_N` with N
+    the 1-based turn of the trajectory (`seq.turn_indices`), `answer` for turn `answer_turn`
+    (0-based). A packed sequence holds one run of action tokens per turn."""
+    runs = [p for p, action in enumerate(seq.action_mask)
+            if action and (p == 0 or not seq.action_mask[p - 1])]
+    if len(runs) != len(seq.turn_indices):
+        raise ValueError(f"{len(runs)} runs of action tokens for turns {seq.turn_indices}")
+    labels: Dict[int, str] = {}
+    for start, turn in zip(runs, seq.turn_indices):
+        name = "answer" if turn == answer_turn else f"turn_{turn + 1}"
+        p = start
+        while p < len(seq.action_mask) and seq.action_mask[p]:
+            labels[p] = name
+            p += 1
+    return labels
