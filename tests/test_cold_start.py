@@ -33,7 +33,7 @@ def test_cold_start_lowers_the_held_out_loss_and_writes_a_policy(setup):
     assert summary["slipped_traces"] >= 1  # replayed and trained through the real learners
     before, *after = summary["eval_loss"]
     assert len(after) == 2 and after[-1] < before
-    by_turn = summary["eval_loss_by_class"][-1]  # every held-out trace opens with a call, answers last
+    by_turn = summary["eval_loss_by_class"][-1]  # held-out traces open with a call, end answering
     assert {"turn_1", "answer"} <= set(by_turn) and by_turn["answer"] > 0
     load_policy(summary["model"])  # a loadable Hugging Face directory
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")

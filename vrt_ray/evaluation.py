@@ -147,13 +147,13 @@ def flat_metrics(results: Mapping[str, Any]) -> Dict[str, float]:
     no-verdict counts and the episodes' behaviour (`behaviour/...`); NaN left out."""
     out: Dict[str, float] = {f"pairs/{k}": float(v) for k, v in results["counts"].items()}
     out.update({f"no_verdict/{d}": float(n) for d, n in results["no_verdict"].items()})
-    b = results["behaviour"]
-    if b["episodes"]:
-        out.update({"behaviour/valid_calls_mean": sum(int(k) * n for k, n in b["valid_calls"].items())
-                    / b["episodes"],
-                    "behaviour/invalid_calls_mean": b["invalid_calls"] / b["episodes"],
-                    "behaviour/fetching_share": b["episodes_fetching"] / b["episodes"],
-                    "behaviour/fetched_frames": float(b["fetched_frames"])})
+    did = results["behaviour"]
+    if did["episodes"]:
+        calls = sum(int(k) * n for k, n in did["valid_calls"].items())
+        out.update({"behaviour/valid_calls_mean": calls / did["episodes"],
+                    "behaviour/invalid_calls_mean": did["invalid_calls"] / did["episodes"],
+                    "behaviour/fetching_share": did["episodes_fetching"] / did["episodes"],
+                    "behaviour/fetched_frames": float(did["fetched_frames"])})
     out.update({f"benchmark/{b['protocol'].replace(':', '/')}": float(b["accuracy"])
                 for b in results.get("benchmark", []) if not math.isnan(b["accuracy"])})
     table = results["table"]
