@@ -135,7 +135,9 @@ def main():
     held_out = held_out[:args.held_out]
     started = time.time()
     processor = load_processor(args.model, cfg.video.min_pixels, cfg.video.max_pixels)
-    if args.restate_only:
+    if not args.steps:  # decoding the held-out first turns only: nothing to train on
+        train_items = []
+    elif args.restate_only:
         train_items = restating(cfg, processor, train, args.restate_only, args.seed)
     else:
         train_items = [train_sequences(t)[0] for t in

@@ -78,6 +78,7 @@ def with_slips(traces: List[dict], rate: float, kinds: Sequence[str], max_turns:
     out = []
     for t in traces:
         if rng.random() < rate:
+            # one kind draws nothing, so a run with `[cut]` slips the traces it always did
             kind = kinds[int(rng.integers(len(kinds)))] if len(kinds) > 1 else kinds[0]
             t = add_slip(t, rng, max_turns, kind, num_frames.get(t["pair_id"]))
         out.append(t)

@@ -66,6 +66,11 @@ Visual = Tuple[str, Tuple[FrameRef, ...]]
 FetchFrames = Callable[[Sequence[FrameRef]], None]  # raises VrtError when frames cannot be read
 
 
+# outcomes that are not invalid calls (Episode.invalid_calls counts the rest)
+NOT_INVALID = frozenset({"valid", "unreadable_video", "over_budget", "answer",
+                         "incomplete_answer"})
+
+
 @dataclass
 class Episode:
     """One judging conversation. Feed it each assistant turn with `step` until `done`."""
@@ -75,14 +80,10 @@ class Episode:
     budgets: Budgets
     messages: List[dict] = field(default_factory=list)
     requests: List[FrameRequest] = field(default_factory=list)
-    valid_calls: int = 0
-    invalid_calls: int = 0
-    tool_failures: int = 0  # valid calls whose frames could not be decoded
     frames_fetched: int = 0
-    turns_over_budget: int = 0
     # what each assistant turn came to: valid (a call that fetched), the tool-call error's kind
     # (bad_json, out_of_range, ...), unreadable_video, no_call, over_budget, answer or
-    # incomplete_answer
+    # incomplete_answer; the call counts below are read from it
     outcomes: List[str] = field(default_factory=list)
     done: bool = False
     answer: Optional[ParsedAnswer] = None
@@ -93,6 +94,24 @@ class Episode:
         if not self.messages:
             self.messages = [{"role": "system", "kind": "system", "content": self._system_text()},
                              {"role": "user", "kind": "initial", "content": self._initial_content()}]
+
+    @property
+    def valid_calls(self) -> int:
+        return self.outcomes.count("valid")
+
+    @property
+    def tool_failures(self) -> int:
+        """Valid calls whose frames could not be decoded."""
+        return self.outcomes.count("unreadable_video")
+
+    @property
+    def turns_over_budget(self) -> int:
+        return self.outcomes.count("over_budget")
+
+    @property
+    def invalid_calls(self) -> int:
+        """Turns with a broken call or none (an error's kind, or `no_call`)."""
+        return sum(o not in NOT_INVALID for o in self.outcomes)
 
     @property
     def actions(self) -> int:
@@ -125,14 +144,12 @@ class Episode:
             self.outcomes.append("answer" if answer.complete else "incomplete_answer")
             return self._finish("answer", answer)
         if self.actions >= self.budgets.max_turns:
-            self.turns_over_budget += 1
             self.outcomes.append("over_budget")
             if self._budget_warned or not self.preset.budget_exhausted:
                 return self._finish("budget")
             self._budget_warned = True
             return self._reply_text(self.preset.budget_exhausted, kind="budget")
         if call_text is None:
-            self.invalid_calls += 1
             self.outcomes.append("no_call")
             if self.preset.on_no_action == "end" or not self.preset.no_action:
                 return self._finish("no_action")
@@ -150,20 +167,17 @@ class Episode:
                                  self.requests if self.preset.reject_duplicate_calls else (),
                                  video_required=self.preset.video_required)
         if isinstance(result, ToolCallError):
-            self.invalid_calls += 1
             self.outcomes.append(result.kind)
             return self._reply_text(self._error_text(result.kind, result.details), kind="error")
         refs = self._resolve(result)
         try:
             fetch(refs)
         except Exception as exc:  # a video that fails to decode is the tool's failure
-            self.tool_failures += 1
             self.outcomes.append("unreadable_video")
             reason = " ".join(str(exc).split())[:300]
             details = {"video": result.video, "reason": reason}
             return self._reply_text(self._error_text("unreadable_video", details), kind="error")
         self.requests.append(result)
-        self.valid_calls += 1
         self.outcomes.append("valid")
         self.frames_fetched += len(refs)
         self.messages.append({"role": self.preset.tool_result_role, "kind": "tool_result",
