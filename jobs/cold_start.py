@@ -14,8 +14,10 @@ through the train traces in a seeded order, give the turn every episode opens wi
 updates: `cold_start.first_turn_steps` steps of them alone before the epochs, and
 `cold_start.first_turns_per_step` more in every step of the epochs; with
 `cold_start.opening_turns: N` each of them is the trace's first N turns instead (its packed
-sequences, drawn one by one). The held-out loss is reported per token class and per turn
-(`turn_1`, ..., `answer`).
+sequences, drawn one by one). Answer turns (each train trace's last sequence, the one that ends
+with its verdicts) come the same way: `cold_start.answer_turn_steps` steps of them alone after
+the first turns', `cold_start.answer_turns_per_step` in every step of the epochs. The held-out
+loss is reported per token class and per turn (`turn_1`, ..., `answer`).
 """
 from __future__ import annotations
 
@@ -136,6 +138,12 @@ def opening(trace: dict, turns: int = 1) -> dict:
     return {**trace, "turns": trace["turns"][:turns]}
 
 
+def answer_turns(traces: List[dict], samples: List[List[TrainSequence]]) -> List[TrainSequence]:
+    """Each trace's last training sequence, the one holding its answer, for traces that answer."""
+    return [sample[-1] for trace, sample in zip(traces, samples)
+            if "answer" in trace["turns"][-1]]
+
+
 def first_turn_stream(items: List[TrainSequence], seed: int) -> Iterator[TrainSequence]:
     """`items` without end, each pass in a new seeded order."""
     rng = random.Random(seed)
@@ -188,10 +196,13 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
         cfg.seed) if c.first_turn_steps or c.first_turns_per_step else iter(())
     train = with_slips(train, c.slip_rate, list(c.slip_kinds), cfg.protocol.max_turns, cfg.seed,
                        slip_frame_counts(cfg, train))
-    train_samples = trace_samples(cfg, model_dir, train) if c.epochs else []
+    focus_answers = c.answer_turn_steps or c.answer_turns_per_step
+    train_samples = trace_samples(cfg, model_dir, train) if c.epochs or focus_answers else []
+    answers = first_turn_stream(answer_turns(train, train_samples), cfg.seed + 1) \
+        if focus_answers else iter(())
     eval_items, eval_turns = held_out_items(cfg, model_dir, held_out)
     steps_per_epoch = math.ceil(len(train) / c.batch_size)
-    total = c.first_turn_steps + c.epochs * steps_per_epoch
+    total = c.first_turn_steps + c.answer_turn_steps + c.epochs * steps_per_epoch
     start_ray(cfg)
     tracker = Tracker(cfg, run_name=f"{cfg.name}-cold-start")
     pixels = PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend)
@@ -216,7 +227,9 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
         evaluate(0)
         for _ in range(c.first_turn_steps):  # the turn every episode opens with, alone
             train_step(list(islice(first_turns, c.batch_size)), "first turns")
-        if c.first_turn_steps:
+        for _ in range(c.answer_turn_steps):  # the turn every verdict is written in, alone
+            train_step(list(islice(answers, c.batch_size)), "answer turns")
+        if c.first_turn_steps or c.answer_turn_steps:
             evaluate(0)
             learners.save(out)
         for epoch in range(c.epochs):
@@ -224,8 +237,8 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
                                                            len(train_samples))
             for i in range(0, len(order), c.batch_size):
                 items = [s for j in order[i:i + c.batch_size] for s in train_samples[j]]
-                train_step(items + list(islice(first_turns, c.first_turns_per_step)),
-                           f"epoch {epoch + 1}")
+                train_step(items + list(islice(first_turns, c.first_turns_per_step))
+                           + list(islice(answers, c.answer_turns_per_step)), f"epoch {epoch + 1}")
             evaluate(epoch + 1)
             learners.save(out)  # every epoch: a run stopped later keeps its last whole one
         tracker.register_model(out)
@@ -237,9 +250,11 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     return {"model": out, "steps": total, "train_traces": len(train),
             "extra_first_turns": c.first_turn_steps * c.batch_size
             + c.epochs * steps_per_epoch * c.first_turns_per_step,
+            "extra_answer_turns": c.answer_turn_steps * c.batch_size
+            + c.epochs * steps_per_epoch * c.answer_turns_per_step,
             "slipped_traces": sum(any("slip" in t for t in trace["turns"]) for trace in train),
             "held_out_traces": len(held_out),
-            # before, after the first-turn steps (when there are any), then after each epoch
+            # before, after the first- and answer-turn steps (when any), then after each epoch
             "eval_loss": [l["all"] for l in losses],
             "eval_loss_by_class": losses,  # token classes, then turns (turn_1, ..., answer)
             "tracking_run_id": tracker.run_id,

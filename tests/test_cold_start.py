@@ -22,6 +22,20 @@ def _cfg(root, model, *more):
         root, model, "cold_start.epochs=2", "cold_start.batch_size=2", "cold_start.lr=2e-3", *more))
 
 
+def _record_steps(monkeypatch, what):
+    """The items of each learner SFT step, as `what(item)`, appended as the steps run."""
+    from actors.learner import LearnerGroup
+
+    train_sft, steps = LearnerGroup.train_sft, []
+
+    def recorded(self, items):
+        steps.append([what(s) for s in items])
+        return train_sft(self, items)
+
+    monkeypatch.setattr(LearnerGroup, "train_sft", recorded)
+    return steps
+
+
 def test_cold_start_lowers_the_held_out_loss_and_writes_a_policy(setup):
     from jobs import cold_start
     from vrt_ray.models import load_policy
@@ -44,17 +58,10 @@ def test_cold_start_lowers_the_held_out_loss_and_writes_a_policy(setup):
 
 
 def test_first_turns_train_alone_first_then_join_every_step(setup, monkeypatch):
-    from actors.learner import LearnerGroup
     from jobs import cold_start
 
     root, model = setup
-    train_sft, steps = LearnerGroup.train_sft, []
-
-    def recorded(self, items):
-        steps.append([tuple(s.seq.input_ids) for s in items])
-        return train_sft(self, items)
-
-    monkeypatch.setattr(LearnerGroup, "train_sft", recorded)
+    steps = _record_steps(monkeypatch, lambda s: tuple(s.seq.input_ids))
     cfg = _cfg(root, model, "cold_start.first_turn_steps=2", "cold_start.first_turns_per_step=3")
     summary = cold_start.main(cfg, out=str(root / "first_turns"))
     train, _ = cold_start.split_traces(cold_start.read_traces(cfg), cfg.cold_start.eval_fraction,
@@ -73,18 +80,11 @@ def test_first_turns_train_alone_first_then_join_every_step(setup, monkeypatch):
 
 
 def test_openings_of_two_turns_train_alone_with_no_epoch(setup, monkeypatch):
-    from actors.learner import LearnerGroup
     from jobs import cold_start
     from vrt_ray.models import load_policy
 
     root, model = setup
-    train_sft, steps = LearnerGroup.train_sft, []
-
-    def recorded(self, items):
-        steps.append([s.seq.turn_indices for s in items])
-        return train_sft(self, items)
-
-    monkeypatch.setattr(LearnerGroup, "train_sft", recorded)
+    steps = _record_steps(monkeypatch, lambda s: s.seq.turn_indices)
     cfg = _cfg(root, model, "cold_start.epochs=0", "cold_start.first_turn_steps=3",
                "cold_start.opening_turns=2")
     summary = cold_start.main(cfg, out=str(root / "openings"))
@@ -92,6 +92,36 @@ def test_openings_of_two_turns_train_alone_with_no_epoch(setup, monkeypatch):
     assert steps == [[(0, 1), (0, 1)]] * 3 and summary["steps"] == 3
     assert summary["extra_first_turns"] == 6 and len(summary["eval_loss"]) == 2
     load_policy(summary["model"])  # written after the first-turn steps
+
+
+def test_answer_turns_train_alone_after_the_first_turns_then_join_every_step(setup, monkeypatch):
+    from jobs import cold_start
+    from vrt_ray.learner_core import train_sequences
+
+    root, model = setup
+    steps = _record_steps(monkeypatch, lambda s: tuple(s.seq.input_ids))
+    cfg = _cfg(root, model, "cold_start.epochs=1", "cold_start.slip_rate=0",
+               "cold_start.first_turn_steps=1", "cold_start.answer_turn_steps=2",
+               "cold_start.answer_turns_per_step=1")
+    summary = cold_start.main(cfg, out=str(root / "answer_turns"))
+    train, _ = cold_start.split_traces(cold_start.read_traces(cfg), cfg.cold_start.eval_fraction,
+                                       cfg.seed)
+    answers = set()
+    for trajectory in cold_start.trace_trajectories(cfg, str(model), train):
+        last = train_sequences(trajectory)[-1]  # the sequence whose last label is the answer
+        assert last.seq.turn_indices[-1] == len(trajectory.turns) - 1
+        answers.add(tuple(last.seq.input_ids))
+    assert len(answers) == len(train) >= 2
+    first, alone, mixed = steps[0], steps[1:3], steps[3:]
+    assert not set(first) & set(answers) and len(steps) == summary["steps"]
+    assert [len(s) for s in alone] == [2, 2]
+    extra = [ids for step in alone for ids in step] + [step[-1] for step in mixed]
+    assert len(extra) == summary["extra_answer_turns"] == 4 + len(mixed)
+    assert set(extra) <= set(answers)
+    once = min(len(train), len(extra))
+    assert len(set(extra[:once])) == once  # each once before any comes again
+    assert summary["extra_first_turns"] == 2
+    assert len(summary["eval_loss"]) == 3  # before, after the first and answer turns, the epoch
 
 
 def test_first_turns_cycle_in_a_new_seeded_order_each_pass():

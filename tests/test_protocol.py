@@ -247,3 +247,20 @@ def test_context_tokens_stay_bounded_with_the_window(tiny_model_dir):
     growth_u = [b - a for a, b in zip(sizes["unbounded"][1:], sizes["unbounded"][2:])]
     assert max(growth_w) < min(growth_u)  # the window saves the images of every older result
     assert min(growth_u) - max(growth_w) >= 8 * 4 - 8  # ~8 frames x 4 tokens, less stub text
+
+
+@pytest.mark.parametrize("name,overall", [("vrt", "overall"), ("vr_thinker", "OA")])
+def test_a_trace_answer_is_written_in_the_order_the_system_prompt_shows(name, overall):
+    from vrt_ray.answers import parse_answer
+    from vrt_ray.protocol import format_turn
+
+    preset = load_preset(name)
+    sorted_keys = {"MQ": "B", "TA": "A", "VQ": "tie", "overall": "A"}  # as traces.jsonl has it
+    text = format_turn(preset, "TA: B off, A. VQ: both clean, tie. MQ: A jitters, B.",
+                       answer=sorted_keys)
+    body = text[text.index(preset.answer.open_tags[0]):]
+    keys = [k for k in ("TA", "VQ", "MQ", overall) if k in body]
+    assert sorted(keys, key=body.index) == ["TA", "VQ", "MQ", overall]
+    episode = Episode(INPUT, preset, Budgets())
+    assert list(json.loads(episode._answer_example())) == ["TA", "VQ", "MQ", overall]
+    assert parse_answer(text, preset.answer, ("TA", "VQ", "MQ")).verdicts == sorted_keys

@@ -179,7 +179,7 @@ class WarmupConfig:
 class ColdStartConfig:
     enabled: bool = True
     traces: str = "traces.jsonl"  # relative to data.dir
-    epochs: int = _ge(3, 0)  # 0: the first-turn steps alone
+    epochs: int = _ge(3, 0)  # 0: the first- and answer-turn steps alone
     batch_size: int = _ge(8, 1)
     lr: float = _gt(1e-3, 0.0)
     eval_fraction: float = _range(0.1, 0.0, 0.9)
@@ -188,6 +188,8 @@ class ColdStartConfig:
     first_turn_steps: int = _ge(0, 0)  # steps of first turns alone (context -> turn 1) first
     first_turns_per_step: int = _ge(0, 0)  # first turns added to each step of the epochs
     opening_turns: int = _ge(1, 1)  # turns a "first turn" holds: the trace cut after them
+    answer_turn_steps: int = _ge(0, 0)  # steps of answer turns alone, after the first turns'
+    answer_turns_per_step: int = _ge(0, 0)  # answer turns added to each step of the epochs
 
 
 @dataclass
@@ -409,9 +411,10 @@ def _check_rules(cfg: DictConfig) -> None:
     if not kinds or set(kinds) - {"cut", "range"}:
         raise ConfigError(f"cold_start.slip_kinds = {kinds}: must be a non-empty list of "
                           "cut, range")
-    if cfg.cold_start.epochs == 0 and cfg.cold_start.first_turn_steps == 0:
-        raise ConfigError("cold_start.epochs = 0: needs cold_start.first_turn_steps >= 1 "
-                          "(nothing to train)")
+    c = cfg.cold_start
+    if c.epochs == 0 and c.first_turn_steps == 0 and c.answer_turn_steps == 0:
+        raise ConfigError("cold_start.epochs = 0: needs cold_start.first_turn_steps or "
+                          "cold_start.answer_turn_steps >= 1 (nothing to train)")
     if cfg.video.min_pixels > cfg.video.max_pixels:
         raise ConfigError(f"video.min_pixels = {cfg.video.min_pixels}: must be <= "
                           f"video.max_pixels ({cfg.video.max_pixels})")

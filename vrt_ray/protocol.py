@@ -284,7 +284,9 @@ class Episode:
 def format_turn(preset: Preset, think: str, tool_call: Optional[Mapping] = None,
                 answer: Optional[Mapping[str, str]] = None) -> str:
     """An assistant turn in the preset's syntax, from a protocol-neutral trace step: reasoning,
-    then either a `select_frames` call ({"video", "target_frames"}) or the verdicts."""
+    then either a `select_frames` call ({"video", "target_frames"}) or the verdicts, in the
+    order of the preset's answer keys (the system prompt's example, and the order the
+    reasoning goes in), whatever the order of `answer` (traces.jsonl sorts its keys)."""
     text = f"<think>{think}</think>"
     if tool_call is not None:
         args = {"target_frames": list(tool_call["target_frames"])}
@@ -293,6 +295,8 @@ def format_turn(preset: Preset, think: str, tool_call: Optional[Mapping] = None,
         call = {"name": "select_frames", "arguments": args}
         return f"{text}{preset.tool_open}{json.dumps(call)}{preset.tool_close}"
     syntax = preset.answer
+    order = list(syntax.keys)
+    answer = {d: answer[d] for d in sorted(answer, key=order.index)}
     if syntax.style == "json":
         body = json.dumps({syntax.keys[d]: syntax.codes[v] for d, v in answer.items()})
     else:
