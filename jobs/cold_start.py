@@ -140,8 +140,12 @@ def opening(trace: dict, turns: int = 1) -> dict:
 
 def answer_turns(traces: List[dict], samples: List[List[TrainSequence]]) -> List[TrainSequence]:
     """Each trace's last training sequence, the one holding its answer, for traces that answer."""
-    return [sample[-1] for trace, sample in zip(traces, samples)
-            if "answer" in trace["turns"][-1]]
+    items = [sample[-1] for trace, sample in zip(traces, samples)
+             if "answer" in trace["turns"][-1]]
+    if not items:
+        raise VrtError("cold_start.answer_turn_steps / answer_turns_per_step: no train trace "
+                       "ends with an answer")
+    return items
 
 
 def first_turn_stream(items: List[TrainSequence], seed: int) -> Iterator[TrainSequence]:

@@ -124,6 +124,17 @@ def test_answer_turns_train_alone_after_the_first_turns_then_join_every_step(set
     assert len(summary["eval_loss"]) == 3  # before, after the first and answer turns, the epoch
 
 
+def test_answer_turns_need_a_trace_that_answers():
+    from jobs.cold_start import answer_turns
+    from vrt_ray.errors import VrtError
+
+    answered = {"turns": [{"think": "t", "tool_call": {}}, {"think": "t", "answer": {}}]}
+    cut = {"turns": [{"think": "t", "tool_call": {}}]}  # ends on a call: no answer turn
+    assert answer_turns([cut, answered], [["c1"], ["a1", "a2"]]) == ["a2"]
+    with pytest.raises(VrtError, match="no train trace ends with an answer"):
+        answer_turns([cut], [["c1"]])
+
+
 def test_first_turns_cycle_in_a_new_seeded_order_each_pass():
     from itertools import islice
 
