@@ -148,7 +148,7 @@ def answer_turns(traces: List[dict], samples: List[List[TrainSequence]]) -> List
     return items
 
 
-def first_turn_stream(items: List[TrainSequence], seed: int) -> Iterator[TrainSequence]:
+def seeded_cycle(items: List[TrainSequence], seed: int) -> Iterator[TrainSequence]:
     """`items` without end, each pass in a new seeded order."""
     rng = random.Random(seed)
     while True:
@@ -195,14 +195,14 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     out = out or str(Path(cfg.output_dir) / "cold_start")
     train, held_out = split_traces(read_traces(cfg), c.eval_fraction, cfg.seed)
     openings = [opening(t, c.opening_turns) for t in train]
-    first_turns = first_turn_stream(
+    first_turns = seeded_cycle(
         [s for sample in trace_samples(cfg, model_dir, openings) for s in sample],
         cfg.seed) if c.first_turn_steps or c.first_turns_per_step else iter(())
     train = with_slips(train, c.slip_rate, list(c.slip_kinds), cfg.protocol.max_turns, cfg.seed,
                        slip_frame_counts(cfg, train))
     focus_answers = c.answer_turn_steps or c.answer_turns_per_step
     train_samples = trace_samples(cfg, model_dir, train) if c.epochs or focus_answers else []
-    answers = first_turn_stream(answer_turns(train, train_samples), cfg.seed + 1) \
+    answers = seeded_cycle(answer_turns(train, train_samples), cfg.seed + 1) \
         if focus_answers else iter(())
     eval_items, eval_turns = held_out_items(cfg, model_dir, held_out)
     steps_per_epoch = math.ceil(len(train) / c.batch_size)

@@ -138,12 +138,12 @@ def test_answer_turns_need_a_trace_that_answers():
 def test_first_turns_cycle_in_a_new_seeded_order_each_pass():
     from itertools import islice
 
-    from jobs.cold_start import first_turn_stream
+    from jobs.cold_start import seeded_cycle
 
-    drawn = list(islice(first_turn_stream(list("abcde"), 3), 15))
+    drawn = list(islice(seeded_cycle(list("abcde"), 3), 15))
     passes = [drawn[i:i + 5] for i in range(0, 15, 5)]
     assert all(sorted(p) == list("abcde") for p in passes) and len({*map(tuple, passes)}) > 1
-    assert drawn == list(islice(first_turn_stream(list("abcde"), 3), 15))
+    assert drawn == list(islice(seeded_cycle(list("abcde"), 3), 15))
 
 
 def test_a_run_stopped_in_its_second_epoch_keeps_the_first(setup, monkeypatch):
