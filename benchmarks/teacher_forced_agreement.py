@@ -11,7 +11,10 @@ likely next token, given the teacher's text before it, the teacher's? Per policy
   answer    in answer turns, the share in the reasoning before the verdicts (split at the last
             `Evidence:` where there is one: `notes`, `evidence`), in the verdicts after the
             answer tag, and on the verdict values themselves (the preset's codes: A, B, tie),
-            with `all_values_right`, the answers whose every value agrees.
+            with `all_values_right`, the answers whose every value agrees;
+  numbers   the share of number tokens in the reasoning (`think`: in the teacher's notes mostly
+            frame numbers, which coarse notes leave as the only digits, and pixel figures in
+            exact ones) and in the tool calls (`call`: the frames asked for).
 Usage: OMP_NUM_THREADS=2 PYTHONPATH=$PWD python benchmarks/teacher_forced_agreement.py
            --data DIR --model DIR[,DIR ...] [--config tiny_cpu] [--traces 20] [key=value ...]
 """
@@ -41,15 +44,28 @@ def greedy_agrees(model, processor, item) -> List[bool]:
     return [False] + [predicted[p - 1] == ids[p] for p in range(1, len(ids))]
 
 
-def answer_parts(tokenizer, ids, positions, answer_tag: str) -> List[str]:
-    """Each answer-turn position's part: notes, evidence (before the answer tag) or verdict."""
+def _decoded(tokenizer, ids, positions):
+    """The text of `positions` and where each position's token ends in it."""
     text, ends = "", []
     for p in positions:
         text += tokenizer.decode([ids[p]])
         ends.append(len(text))
+    return text, ends
+
+
+def answer_parts(tokenizer, ids, positions, answer_tag: str) -> List[str]:
+    """Each answer-turn position's part: notes, evidence (before the answer tag) or verdict."""
+    text, ends = _decoded(tokenizer, ids, positions)
     evidence, answer = text.rfind("Evidence:"), text.rfind(answer_tag)
     return ["notes" if end <= evidence else "evidence" if end <= answer else "verdict"
             for end in ends]
+
+
+def call_parts(tokenizer, ids, positions, call_tag: str) -> List[str]:
+    """Each position's part of a turn: think (before its last tool-call tag) or call."""
+    text, ends = _decoded(tokenizer, ids, positions)
+    call = text.rfind(call_tag)
+    return ["call" if call >= 0 and end > call else "think" for end in ends]
 
 
 def score(model, processor, items, turns, preset) -> Dict:
@@ -66,6 +82,10 @@ def score(model, processor, items, turns, preset) -> Dict:
                 share[key][0] += agrees[p]
                 share[key][1] += 1
         for turn, positions in by_turn.items():
+            for p, part in zip(positions, call_parts(tokenizer, ids, positions, preset.tool_open)):
+                if classes(ids[p]) == "number":
+                    share[f"numbers/{part}"][0] += agrees[p]
+                    share[f"numbers/{part}"][1] += 1
             lengths[turn].append(len(positions))
             first_miss[turn].append(next((i for i, p in enumerate(positions) if not agrees[p]),
                                          len(positions)))
@@ -89,7 +109,8 @@ def score(model, processor, items, turns, preset) -> Dict:
             "classes": {k.split("/")[1]: v for k, v in sorted(rate.items()) if k[:6] == "class/"},
             "answer": {**{k.split("/")[1]: v for k, v in sorted(rate.items())
                           if k[:7] == "answer/"},
-                       "all_values_right": all_right[0], "answers": all_right[1]}}
+                       "all_values_right": all_right[0], "answers": all_right[1]},
+            "numbers": {k.split("/")[1]: v for k, v in sorted(rate.items()) if k[:8] == "numbers/"}}
 
 
 def main():

@@ -40,7 +40,7 @@ def prepare(cfg: DictConfig) -> None:
             split=(s.pairs_train, s.pairs_val, s.pairs_test), seed=s.seed,
             min_frames=s.min_frames, max_frames=s.max_frames, size=s.size, fps=s.fps,
             initial_frames=cfg.protocol.initial_frames, max_turns=cfg.protocol.max_turns,
-            max_frames_per_call=cfg.protocol.max_frames_per_call))
+            max_frames_per_call=cfg.protocol.max_frames_per_call, notes=s.notes))
     if not (Path(cfg.model.path) / "config.json").is_file():
         make_tiny(cfg.model.path, seed=cfg.seed, spec=tiny_spec(cfg.model.tiny_spec))
 

@@ -17,9 +17,9 @@ from hypothesis import given, strategies as st
 
 from vrt_ray.data.pair import PreferencePair
 from vrt_ray.data.scene import COLOURS, prompt_text
-from vrt_ray.data.synth import (CAPTIONS_PER_VIDEO, SynthError, SynthSettings, generate,
-                                labels_from_defects, render_video, video_reader)
-from vrt_ray.data.teacher import Teacher, scan_indices
+from vrt_ray.data.synth import (CAPTIONS_PER_VIDEO, SynthError, SynthSettings, caption_spans,
+                                generate, labels_from_defects, render_video, video_reader)
+from vrt_ray.data.teacher import Teacher, place, scan_indices
 from vrt_ray.video import open_video, uniform_indices
 
 TEACHER_PAIRS = 40
@@ -295,6 +295,55 @@ def test_captions_match_the_rendered_frames(dataset):
         assert r["caption"].startswith(f"A {facts['colour']} {facts['shape']} at ")
 
 
+def _ninths(x, y, size, margin=1.5):
+    """The places a centre may be named by, allowing `margin` px either side of a third."""
+    near = lambda v: {min(max(int(3 * (v + d) / size), 0), 2) for d in (-margin, 0, margin)}  # noqa: E731
+    rows, columns = ("top", "middle", "bottom"), ("left", "centre", "right")
+    return {f"{rows[r]} {columns[c]}" for r in near(y) for c in near(x)}
+
+
+def test_place_names_the_ninth_of_the_frame():
+    assert place(0, 0, 112) == "top left" and place(111.9, 111.9, 112) == "bottom right"
+    assert place(56, 20, 112) == "top centre" and place(20, 56, 112) == "middle left"
+    assert place(37.3, 74.6, 112) == "middle left" and place(37.4, 74.7, 112) == "bottom centre"
+
+
+def test_coarse_notes_change_the_words_only(dataset):
+    out, _, pairs, traces = dataset
+    coarse = Teacher(*video_reader(out), notes="coarse")
+    for p, t in list(zip(pairs, traces))[:12]:
+        again = coarse.run(PreferencePair(p.id, p.prompt, p.video_a, p.video_b))
+        assert again["findings"] == t["findings"] and again["initial"] == t["initial"]
+        assert [{k: v for k, v in turn.items() if k != "think"} for turn in again["turns"]] == \
+            [{k: v for k, v in turn.items() if k != "think"} for turn in t["turns"]]
+        for turn in again["turns"]:
+            text = turn["think"]
+            assert not re.search(r"\(\d+,\d+\)|\d\.\d|\bpx\b", text), text  # no pixel figures
+            for video, frame, where in re.findall(r"\b([AB]) (\d+): \w+ \w+ at (\w+ \w+),", text):
+                with open_video(out / (p.video_a if video == "A" else p.video_b)) as reader:
+                    image = reader.read([int(frame)])[0]
+                assert where in _ninths(*_centroid(image), image.shape[1]), (p.id, video, frame)
+    with pytest.raises(ValueError, match="notes 'rough'"):
+        Teacher(*video_reader(out), notes="rough")
+
+
+def test_coarse_captions_name_the_place(tmp_path):
+    generate(tmp_path / "exact", SynthSettings(pairs=2, seed=5, max_frames=32), progress=False)
+    generate(tmp_path / "coarse", SynthSettings(pairs=2, seed=5, max_frames=32, notes="coarse"),
+             progress=False)
+    for name in ("pairs.jsonl", "videos/synth-5-00001-B.mp4"):  # the same data, other words
+        assert (tmp_path / "exact" / name).read_bytes() == (tmp_path / "coarse" / name).read_bytes()
+    exact, coarse = ([json.loads(line) for line in open(tmp_path / n / "captions.jsonl")]
+                     for n in ("exact", "coarse"))
+    for e, c in zip(exact, coarse):
+        assert e["facts"] == c["facts"] and e["frame"] == c["frame"]
+        where = place(c["facts"]["x"], c["facts"]["y"], 112)
+        assert c["caption"] == e["caption"].replace(
+            f"({c['facts']['x']:.0f},{c['facts']['y']:.0f})", where)
+        assert [(f, c["caption"][a:b]) for f, a, b in caption_spans(c["caption"])
+                if f == "position"] == [("position", where)]
+
+
 def _tree_hash(root: Path) -> str:
     h = hashlib.sha256()
     for path in sorted(root.rglob("*")):
@@ -331,7 +380,8 @@ def test_split_counts_are_honoured(tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     ({"pairs": 0}, "--pairs 0"), ({"pairs": 1, "min_frames": 8}, "frame range"),
     ({"pairs": 1, "size": 100}, "--size 100"), ({"pairs": 1, "size": 64}, "--size 64"),
-    ({"pairs": 3, "split": (1, 1)}, "split [1, 1]"), ({"pairs": 3, "split": (2, 2, 0)}, "split [2, 2, 0]")])
+    ({"pairs": 3, "split": (1, 1)}, "split [1, 1]"), ({"pairs": 3, "split": (2, 2, 0)}, "split [2, 2, 0]"),
+    ({"pairs": 1, "notes": "rough"}, "--notes rough")])
 def test_bad_settings_are_refused(tmp_path, kwargs, message):
     with pytest.raises(SynthError, match=re.escape(message)):
         generate(tmp_path, SynthSettings(**kwargs), progress=False)

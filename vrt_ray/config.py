@@ -72,6 +72,7 @@ class SynthConfig:
     size: int = _ge(112, 96)  # a multiple of 8: the synthetic scenes need it to stay readable
     fps: int = _gt(8, 0)
     seed: int = 0
+    notes: Literal["exact", "coarse"] = "exact"  # teacher notes in pixels or in words
 
 
 @dataclass

@@ -29,6 +29,9 @@ def add_synth(data_subparsers: argparse._SubParsersAction) -> None:
                        help="teacher: tool calls per episode (default 6)")
     synth.add_argument("--max-frames-per-call", type=int, default=8, metavar="N",
                        help="teacher: frames per tool call (default 8)")
+    synth.add_argument("--notes", choices=("exact", "coarse"), default="exact",
+                       help="teacher notes and captions: the object's centre and moves in "
+                            "pixels (exact, default) or in words (coarse)")
     synth.add_argument("--workers", type=int, default=None, metavar="N",
                        help="processes making pairs (default: one per core)")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -43,7 +46,8 @@ def _synth(args: argparse.Namespace) -> int:
     settings = SynthSettings(
         pairs=args.pairs, seed=args.seed, min_frames=args.min_frames, max_frames=args.max_frames,
         size=args.size, fps=args.fps, initial_frames=args.initial_frames,
-        max_turns=args.max_turns, max_frames_per_call=args.max_frames_per_call)
+        max_turns=args.max_turns, max_frames_per_call=args.max_frames_per_call,
+        notes=args.notes)
     summary = generate(args.out, settings, progress=not args.no_progress,
                        workers=args.workers)
     print(json.dumps(summary, indent=2))

@@ -24,7 +24,7 @@ from vrt_ray.data.pair import PreferencePair
 from vrt_ray.data.scene import (BACKGROUNDS, COLOURS, DIRECTIONS, MARGIN, RADIUS, REF_SIZE,
                                 SHAPES, VQ_KINDS, FrameState, background, hue_degrees,
                                 parse_prompt, prompt_text, render)
-from vrt_ray.data.teacher import DIMENSIONS, Teacher, check_trace, max_gap
+from vrt_ray.data.teacher import DIMENSIONS, NOTE_STYLES, Teacher, check_trace, max_gap, place
 from vrt_ray.errors import VrtError
 from vrt_ray.frame_cache import FrameCache
 from vrt_ray.video import open_video
@@ -60,6 +60,7 @@ class SynthSettings:
     max_turns: int = 6
     max_frames_per_call: int = 8
     split: Tuple[int, ...] = ()  # train/val/test pair counts; empty: 80/10/10 of `pairs`
+    notes: str = "exact"  # how traces and captions say where the object is (NOTE_STYLES)
 
     def validate(self) -> None:
         if self.pairs < 1:
@@ -76,6 +77,8 @@ class SynthSettings:
                            or sum(self.split) != self.pairs):
             raise SynthError(f"split {list(self.split)}: need three counts (train, val, test) "
                              f"adding up to the {self.pairs} pairs")
+        if self.notes not in NOTE_STYLES:
+            raise SynthError(f"--notes {self.notes}: one of {', '.join(NOTE_STYLES)}")
 
 
 def labels_from_defects(defects: Dict[str, List[dict]]) -> Dict[str, str]:
@@ -278,29 +281,34 @@ def make_pair(index: int, s: SynthSettings, out: Path) -> tuple:
     return pair, states
 
 
-def caption_text(state: FrameState, background_kind: str) -> str:
-    """A factual one-line description of a rendered frame."""
+def caption_text(state: FrameState, background_kind: str, notes: str = "exact",
+                 size: int = REF_SIZE) -> str:
+    """A factual one-line description of a rendered frame of side `size`; the object's place as
+    the teacher's `notes` give it (its centre in pixels, or the ninth of the frame)."""
     quality = {"noise": "noisy", "blur": "blurred", "blocking": "blocky"}.get(
         state.vq, "sharp and clean")
-    return (f"A {state.colour} {state.shape} at ({state.x:.0f},{state.y:.0f}) over a "
-            f"{background_kind} background, {quality}.")
+    where = (f"({state.x:.0f},{state.y:.0f})" if notes == "exact"
+             else place(state.x, state.y, size))
+    return f"A {state.colour} {state.shape} at {where} over a {background_kind} background, {quality}."
 
 
-_CAPTION = re.compile(r"A (?P<colour>\w+) (?P<shape>\w+) at \((?P<x>\d+),(?P<y>\d+)\) over a "
-                      r"(?P<background>\w+) background, (?P<quality>[\w ]+)\.")
+_CAPTION = re.compile(r"A (?P<colour>\w+) (?P<shape>\w+) at (?:\((?P<x>\d+),(?P<y>\d+)\)|"
+                      r"(?P<place>\w+ \w+)) over a (?P<background>\w+) background, "
+                      r"(?P<quality>[\w ]+)\.")
 
 
 def caption_spans(caption: str) -> List[Tuple[str, int, int]]:
-    """(field, start, end) of each fact in a caption written by `caption_text` (x and y are both
-    `position`); [] for any other text."""
+    """(field, start, end) of each fact in a caption written by `caption_text` (x and y, or the
+    place, are `position`); [] for any other text."""
     m = _CAPTION.fullmatch(caption)
     if m is None:
         return []
-    return [("position" if g in "xy" else g, *m.span(g)) for g in m.groupdict()]
+    return [("position" if g in ("x", "y", "place") else g, *m.span(g))
+            for g, value in m.groupdict().items() if value is not None]
 
 
 def _captions(pair: PreferencePair, states: Dict[str, List[FrameState]], background_kind: str,
-              rng: np.random.Generator) -> List[dict]:
+              rng: np.random.Generator, notes: str) -> List[dict]:
     """Per video: a frame inside its first defect segment (when it has one), then random ones."""
     rows = []
     for v, path in (("A", pair.video_a), ("B", pair.video_b)):
@@ -314,7 +322,8 @@ def _captions(pair: PreferencePair, states: Dict[str, List[FrameState]], backgro
                 frames.append(t)
         for t in sorted(frames):
             st = states[v][t - 1]
-            rows.append({"video": path, "frame": t, "caption": caption_text(st, background_kind),
+            caption = caption_text(st, background_kind, notes, pair.meta["size"])
+            rows.append({"video": path, "frame": t, "caption": caption,
                          "facts": {"colour": st.colour, "shape": st.shape, "x": st.x, "y": st.y,
                                    "quality": st.vq or "clean", "background": background_kind}})
     return rows
@@ -326,20 +335,21 @@ def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
             f.write(json.dumps(row, sort_keys=True) + "\n")
 
 
-_TEACHERS: Dict[Tuple[str, int, int, int], Teacher] = {}  # per process: its frame cache
+_TEACHERS: Dict[tuple, Teacher] = {}  # per process: its frame cache
 
 
 def _make_one(index: int, s: SynthSettings, out: Path) -> tuple:
     """Pair `index` rendered, its teacher trace checked, its captions: (pair, trace, captions)."""
-    key = (str(out), s.initial_frames, s.max_turns, s.max_frames_per_call)
+    key = (str(out), s.initial_frames, s.max_turns, s.max_frames_per_call, s.notes)
     if key not in _TEACHERS:
         _TEACHERS[key] = Teacher(*video_reader(out), initial_frames=s.initial_frames,
-                                 max_turns=s.max_turns, max_frames_per_call=s.max_frames_per_call)
+                                 max_turns=s.max_turns, max_frames_per_call=s.max_frames_per_call,
+                                 notes=s.notes)
     pair, states = make_pair(index, s, out)
     trace = _TEACHERS[key].run(PreferencePair(pair.id, pair.prompt, pair.video_a, pair.video_b))
     trace["found"] = check_trace(trace, pair)
     captions = _captions(pair, states, parse_prompt(pair.prompt)[3],
-                         np.random.default_rng([s.seed, index, 1]))
+                         np.random.default_rng([s.seed, index, 1]), s.notes)
     return pair, trace, captions
 
 

@@ -5,7 +5,9 @@ each video coarsely (one call per video, frames spread evenly between those alre
 into consecutive frames where something looked wrong, or, where nothing did, into the stretch
 most likely to hide a motion fault; then answer from the evidence. The teacher is given the
 prompt, the two video paths, a frame reader and a frame counter: never the labels or the meta
-of the pair. Every turn's reasoning first says what each frame it just received shows.
+of the pair. Every turn's reasoning first says what each frame it just received shows: in
+`exact` notes with the object's centre in pixels and its moves in pixels, in `coarse` notes in
+words (a third of the frame, the direction of a move), with the same frames, calls and answers.
 
 Trace record (one JSON object per pair):
   {"pair_id", "initial": {"A": [...], "B": [...]},
@@ -39,6 +41,14 @@ IDENTICAL = 8  # largest pixel difference (grey levels) at which two frames look
 SLOW = 0.5  # a stretch that covers less than this share of its expected travel is suspicious
 _OPPOSITE = {"right": "left", "left": "right", "up": "down", "down": "up"}
 _QUALITY_KIND = {"noisy": "noise", "blurred": "blur", "blocky": "blocking"}
+NOTE_STYLES = ("exact", "coarse")
+_ROWS, _COLUMNS = ("top", "middle", "bottom"), ("left", "centre", "right")
+
+
+def place(x: float, y: float, size: float) -> str:
+    """Which ninth of a `size`-pixel frame a centre lies in: 'top left' ... 'bottom right'."""
+    third = lambda v: min(max(int(3 * v / size), 0), 2)  # noqa: E731
+    return f"{_ROWS[third(y)]} {_COLUMNS[third(x)]}"
 
 
 def scan_indices(num_frames: int, seen: Sequence[int], count: int) -> List[int]:
@@ -130,9 +140,17 @@ class Teacher:
     """Runs teacher episodes with given budgets (DESIGN.md §6 protocol defaults)."""
 
     def __init__(self, read_frames: ReadFrames, count_frames: CountFrames, *,
-                 initial_frames: int = 4, max_turns: int = 6, max_frames_per_call: int = 8):
+                 initial_frames: int = 4, max_turns: int = 6, max_frames_per_call: int = 8,
+                 notes: str = "exact"):
+        if notes not in NOTE_STYLES:
+            raise ValueError(f"notes {notes!r}: one of {', '.join(NOTE_STYLES)}")
         self.read_frames, self.count_frames = read_frames, count_frames
         self.k, self.max_turns, self.per_call = initial_frames, max_turns, max_frames_per_call
+        self.exact = notes == "exact"
+
+    def _px(self, v: float) -> str:
+        """A distance as the notes give it: '4.6 px ' in exact notes, nothing in coarse ones."""
+        return f"{_fmt(v)} px " if self.exact else ""
 
     # -- perception over the frames seen so far -------------------------------------------
     def _analyse(self, v: _Video, colour: str, shape: str, direction: str) -> _Analysis:
@@ -164,7 +182,7 @@ class Teacher:
                 far = abs(off) > FAR_OFF_PATH * scale
                 out.findings.append(Finding(
                     "MQ", "teleport" if far else "jitter", [t],
-                    f"frame {t} is {_fmt(abs(off))} px off the path"
+                    f"frame {t} is {self._px(abs(off))}off the path"
                     + (" (a jump)" if far else " (a shake)")))
             else:
                 on_path.append(t)
@@ -190,9 +208,11 @@ class Teacher:
                 # stillness between far-apart frames may be a turn and a return: only neighbouring
                 # frames that should have moved visibly show a freeze (others become suspects)
                 if pace * (_longest_consecutive(run) - 1) >= MIN_EXPECTED * scale:
+                    expected = (f"{_fmt(pace * (run[-1] - run[0]))} px of travel was expected"
+                                if self.exact else "it should move")
                     out.findings.append(Finding(
-                        "MQ", "freeze", list(run), f"frames {_ranges(run)} stay in place where "
-                        f"{_fmt(pace * (run[-1] - run[0]))} px of travel was expected"))
+                        "MQ", "freeze", list(run),
+                        f"frames {_ranges(run)} stay in place where {expected}"))
                 still_from = end
         back_from = 0  # runs of steps against the prompt's direction
         for end in range(1, len(on_path) + 1):
@@ -203,7 +223,7 @@ class Teacher:
                 if j > i and along[i] - along[j] >= BACKWARD * scale:
                     out.findings.append(Finding(
                         "TA", "wrong_direction", list(on_path[back_from:end]),
-                        f"from frame {i} to {j} it moves {_fmt(along[i] - along[j])} px "
+                        f"from frame {i} to {j} it moves {self._px(along[i] - along[j])}"
                         f"{_OPPOSITE[direction]}, not {direction}"))
                 back_from = end
         flagged = {t for f in out.findings if f.kind in ("freeze", "wrong_direction")
@@ -212,9 +232,13 @@ class Teacher:
             expected = pace * (j - i)
             out.pairs.append((i, j, abs(d - expected) / max(expected, 1e-6)))
             if expected >= 1.5 * scale and d < SLOW * expected and not {i, j} & flagged:
-                moved = "stayed in place" if abs(d) < STILL * scale else f"moved {_fmt(d)} px"
-                out.suspects.append((i, j, f"between frames {i} and {j} it {moved} where "
-                                           f"{_fmt(expected)} px was expected"))
+                still = abs(d) < STILL * scale
+                if self.exact:
+                    moved = "stayed in place" if still else f"moved {_fmt(d)} px"
+                    moved += f" where {_fmt(expected)} px was expected"
+                else:
+                    moved = "stayed in place" if still else "moved too little"
+                out.suspects.append((i, j, f"between frames {i} and {j} it {moved}"))
         return out
 
     # -- episode ---------------------------------------------------------------------------
@@ -263,7 +287,9 @@ class Teacher:
                 parts.append(f"{v.name} {t}: no object, {view.quality}.")
                 continue
             what = f"{view.colour} {view.shape if view.quality == 'clean' else 'object'}"
-            line = f"{v.name} {t}: {what} ({view.x:.0f},{view.y:.0f}) {view.quality}"
+            where = (f"({view.x:.0f},{view.y:.0f}) {view.quality}" if self.exact else
+                     f"at {place(view.x, view.y, v.scale * REF_SIZE)}, {view.quality}")
+            line = f"{v.name} {t}: {what} {where}"
             earlier = [s for s in v.views if s < t and v.views[s].x is not None]
             if earlier:  # the change since the frame seen before it ("since" unless just listed)
                 s = max(earlier)
@@ -274,10 +300,15 @@ class Teacher:
                 elif max(abs(ddx), abs(ddy)) < STILL * v.scale:
                     line += f", same place as {s}"
                 else:
-                    moves = [f"{_fmt(abs(d))} {(neg if d < 0 else pos)}"
+                    moves = [(abs(d), neg if d < 0 else pos)
                              for d, neg, pos in ((ddx, "left", "right"), (ddy, "up", "down"))
                              if abs(d) >= 0.5 * v.scale]
-                    line += f", {' '.join(moves) or 'barely moved'}{since}"
+                    if not moves:
+                        line += f", barely moved{since}"
+                    elif self.exact:
+                        line += f", {' '.join(f'{_fmt(d)} {w}' for d, w in moves)}{since}"
+                    else:
+                        line += f", moved {' and '.join(w for _, w in moves)}{since}"
             previous = t
             parts.append(line + ".")
         return " ".join(parts)
