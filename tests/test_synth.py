@@ -297,9 +297,8 @@ def test_captions_match_the_rendered_frames(dataset):
 
 def _ninths(x, y, size, margin=1.5):
     """The places a centre may be named by, allowing `margin` px either side of a third."""
-    near = lambda v: {min(max(int(3 * (v + d) / size), 0), 2) for d in (-margin, 0, margin)}  # noqa: E731
-    rows, columns = ("top", "middle", "bottom"), ("left", "centre", "right")
-    return {f"{rows[r]} {columns[c]}" for r in near(y) for c in near(x)}
+    shifts = (-margin, 0, margin)
+    return {place(x + dx, y + dy, size) for dx in shifts for dy in shifts}
 
 
 def test_place_names_the_ninth_of_the_frame():

@@ -289,7 +289,8 @@ def caption_text(state: FrameState, background_kind: str, notes: str = "exact",
         state.vq, "sharp and clean")
     where = (f"({state.x:.0f},{state.y:.0f})" if notes == "exact"
              else place(state.x, state.y, size))
-    return f"A {state.colour} {state.shape} at {where} over a {background_kind} background, {quality}."
+    return (f"A {state.colour} {state.shape} at {where} over a {background_kind} background, "
+            f"{quality}.")
 
 
 _CAPTION = re.compile(r"A (?P<colour>\w+) (?P<shape>\w+) at (?:\((?P<x>\d+),(?P<y>\d+)\)|"

@@ -6,8 +6,8 @@ into consecutive frames where something looked wrong, or, where nothing did, int
 most likely to hide a motion fault; then answer from the evidence. The teacher is given the
 prompt, the two video paths, a frame reader and a frame counter: never the labels or the meta
 of the pair. Every turn's reasoning first says what each frame it just received shows: in
-`exact` notes with the object's centre in pixels and its moves in pixels, in `coarse` notes in
-words (a third of the frame, the direction of a move), with the same frames, calls and answers.
+`exact` notes the object's centre and moves in pixels, in `coarse` notes in words (the ninth of
+the frame it is in, the directions it moved); frames, calls and answers are the same.
 
 Trace record (one JSON object per pair):
   {"pair_id", "initial": {"A": [...], "B": [...]},
@@ -47,8 +47,8 @@ _ROWS, _COLUMNS = ("top", "middle", "bottom"), ("left", "centre", "right")
 
 def place(x: float, y: float, size: float) -> str:
     """Which ninth of a `size`-pixel frame a centre lies in: 'top left' ... 'bottom right'."""
-    third = lambda v: min(max(int(3 * v / size), 0), 2)  # noqa: E731
-    return f"{_ROWS[third(y)]} {_COLUMNS[third(x)]}"
+    row, column = (min(max(int(3 * v / size), 0), 2) for v in (y, x))
+    return f"{_ROWS[row]} {_COLUMNS[column]}"
 
 
 def scan_indices(num_frames: int, seen: Sequence[int], count: int) -> List[int]:
