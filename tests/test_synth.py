@@ -309,7 +309,7 @@ def test_place_names_the_ninth_of_the_frame():
 
 def test_coarse_notes_change_the_words_only(dataset):
     out, _, pairs, traces = dataset
-    coarse = Teacher(*video_reader(out), notes="coarse")
+    coarse, placed = Teacher(*video_reader(out), notes="coarse"), 0
     for p, t in list(zip(pairs, traces))[:12]:
         again = coarse.run(PreferencePair(p.id, p.prompt, p.video_a, p.video_b))
         assert again["findings"] == t["findings"] and again["initial"] == t["initial"]
@@ -322,6 +322,8 @@ def test_coarse_notes_change_the_words_only(dataset):
                 with open_video(out / (p.video_a if video == "A" else p.video_b)) as reader:
                     image = reader.read([int(frame)])[0]
                 assert where in _ninths(*_centroid(image), image.shape[1]), (p.id, video, frame)
+                placed += 1
+    assert placed > 12 * 8  # every pair's initial frames at least
     with pytest.raises(ValueError, match="notes 'rough'"):
         Teacher(*video_reader(out), notes="rough")
 
