@@ -53,17 +53,15 @@ def _decoded(tokenizer, ids, positions):
     return text, ends
 
 
-def answer_parts(tokenizer, ids, positions, answer_tag: str) -> List[str]:
+def answer_parts(text: str, ends: List[int], answer_tag: str) -> List[str]:
     """Each answer-turn position's part: notes, evidence (before the answer tag) or verdict."""
-    text, ends = _decoded(tokenizer, ids, positions)
     evidence, answer = text.rfind("Evidence:"), text.rfind(answer_tag)
     return ["notes" if end <= evidence else "evidence" if end <= answer else "verdict"
             for end in ends]
 
 
-def call_parts(tokenizer, ids, positions, call_tag: str) -> List[str]:
+def call_parts(text: str, ends: List[int], call_tag: str) -> List[str]:
     """Each position's part of a turn: think (before its last tool-call tag) or call."""
-    text, ends = _decoded(tokenizer, ids, positions)
     call = text.rfind(call_tag)
     return ["call" if call >= 0 and end > call else "think" for end in ends]
 
@@ -81,8 +79,9 @@ def score(model, processor, items, turns, preset) -> Dict:
             for key in (f"turn/{turn}", f"class/{classes(ids[p])}"):
                 share[key][0] += agrees[p]
                 share[key][1] += 1
+        decoded = {turn: _decoded(tokenizer, ids, positions) for turn, positions in by_turn.items()}
         for turn, positions in by_turn.items():
-            for p, part in zip(positions, call_parts(tokenizer, ids, positions, preset.tool_open)):
+            for p, part in zip(positions, call_parts(*decoded[turn], preset.tool_open)):
                 if classes(ids[p]) == "number":
                     share[f"numbers/{part}"][0] += agrees[p]
                     share[f"numbers/{part}"][1] += 1
@@ -92,7 +91,7 @@ def score(model, processor, items, turns, preset) -> Dict:
         if "answer" in by_turn:
             positions = by_turn["answer"]
             values = []
-            for p, part in zip(positions, answer_parts(tokenizer, ids, positions,
+            for p, part in zip(positions, answer_parts(*decoded["answer"],
                                                        preset.answer.open_tags[0])):
                 share[f"answer/{part}"][0] += agrees[p]
                 share[f"answer/{part}"][1] += 1
@@ -103,14 +102,17 @@ def score(model, processor, items, turns, preset) -> Dict:
             all_right[0] += bool(values) and all(values)
             all_right[1] += 1
     rate = {k: round(a / n, 3) for k, (a, n) in share.items()}
+
+    def section(prefix: str) -> Dict[str, float]:
+        return {k.split("/")[1]: v for k, v in sorted(rate.items()) if k.startswith(prefix + "/")}
+
     return {"turns": {t: {"agree": rate[f"turn/{t}"], "tokens": round(statistics.mean(lengths[t])),
                           "first_miss_median": statistics.median(first_miss[t])}
                       for t in sorted(lengths)},
-            "classes": {k.split("/")[1]: v for k, v in sorted(rate.items()) if k[:6] == "class/"},
-            "answer": {**{k.split("/")[1]: v for k, v in sorted(rate.items())
-                          if k[:7] == "answer/"},
+            "classes": section("class"),
+            "answer": {**section("answer"),
                        "all_values_right": all_right[0], "answers": all_right[1]},
-            "numbers": {k.split("/")[1]: v for k, v in sorted(rate.items()) if k[:8] == "numbers/"}}
+            "numbers": section("numbers")}
 
 
 def main():
