@@ -4,7 +4,8 @@ The cold-start traces open by restating the prompt ("Prompt: a red circle moving
 the user turn's labelled initial frames, and a policy that cannot copy it judges text alignment
 blind. Each step trains on --batch user turns laid out as the protocol lays them out (the
 prompt, then --frames labelled images of random objects, so the answer is in the text only,
-then --filler tokens of neutral text) with the assistant restating the prompt; every
+then --filler tokens of neutral text, or a number drawn per conversation up to --filler-max,
+so that the prompt is a varying distance back) with the assistant restating the prompt; every
 --eval-every steps it reports the held-out loss (nats) of the restated colour, shape and
 direction words over 64 prompts it never trains on, next to each word's chance level.
 Variants: the M-RoPE layout (--rope-layout, and --rope-theta for the uniform one); the model's
@@ -12,7 +13,8 @@ shape (--spec hidden_size=256 num_heads=4 ...: vrt_ray.tiny_spec.TinySpec's fiel
 opens each conversation with the episodes' system prompt (about 400 tokens), as the real
 first context does; --system filler, with as many tokens of neutral text instead.
 Usage: OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/prompt_copy_probe.py [--steps 1500]
-           [--rope-layout uniform --rope-theta 10] [--frames 8] [--filler 0] [--system [filler]]
+           [--rope-layout uniform --rope-theta 10] [--frames 8] [--filler 0] [--filler-max 200]
+           [--system [filler]]
            [--spec KEY=VALUE ...]
 """
 import argparse
@@ -49,10 +51,12 @@ def restated(words):
     return f"Prompt: a {words['colour']} {words['shape']} moving {words['direction']}."
 
 
-def item(rng, frames):
+def item(rng, frames, filler_range):
+    """Prompt words, frames and the number of filler tokens of one conversation."""
     words = prompt_words(rng)
     images = [sample(rng, RADIUS)[0] for _ in range(frames)]
-    return words, images
+    lo, hi = filler_range
+    return words, images, int(rng.integers(lo, hi + 1)) if hi > lo else lo  # same draws as before
 
 
 def system_prompt() -> str:
@@ -61,12 +65,12 @@ def system_prompt() -> str:
     return Episode(inp, load_preset("vrt"), Budgets()).messages[0]["content"]
 
 
-def batch(processor, items, filler_tokens, system=""):
+def batch(processor, items, system=""):
     """Model inputs, labels on the restatement and <|im_end|>, and per item the position of
     each prompt word's first token."""
     tok = processor.tokenizer
     texts, images, wanted = [], [], []
-    for words, frames in items:
+    for words, frames, filler_tokens in items:
         intro = f"{restated(words)}\nVideo A has {len(frames)} frames."
         content = [{"type": "text", "text": intro}]
         for i, _ in enumerate(frames):
@@ -100,12 +104,12 @@ def _word_offset(tok, words, fact):
     return len(tok.encode(head, add_special_tokens=False))
 
 
-def held_out_loss(model, processor, held_out, filler_tokens, size, system):
+def held_out_loss(model, processor, held_out, size, system):
     total = {fact: [0.0, 0] for fact in WORDS}
     model.eval()
     with torch.no_grad():
         for i in range(0, len(held_out), size):
-            enc, labels, spots = batch(processor, held_out[i:i + size], filler_tokens, system)
+            enc, labels, spots = batch(processor, held_out[i:i + size], system)
             logp = torch.log_softmax(model(**enc).logits[:, :-1].float(), -1)
             for r, where in enumerate(spots):
                 for fact, p in where.items():
@@ -124,6 +128,8 @@ def main():
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--frames", type=int, default=8, help="labelled images after the prompt")
     parser.add_argument("--filler", type=int, default=0, help="tokens of filler after the images")
+    parser.add_argument("--filler-max", type=int, default=None,
+                        help="draw each conversation's filler from --filler to this many tokens")
     parser.add_argument("--system", nargs="?", const="episodes", choices=("episodes", "filler"),
                         help="open each conversation with the episodes' system prompt, or "
                              "with as many tokens of neutral filler")
@@ -144,7 +150,8 @@ def main():
     rope = model.config.text_config.rope_parameters
     processor = load_processor(model_dir, 56 * 56, REF_SIZE * REF_SIZE)
     rng, held_rng = np.random.default_rng(args.seed), np.random.default_rng(12345)
-    held_out = [item(held_rng, args.frames) for _ in range(HELD_OUT)]
+    filler_range = (args.filler, max(args.filler, args.filler_max or 0))
+    held_out = [item(held_rng, args.frames, filler_range) for _ in range(HELD_OUT)]
     system = system_prompt() if args.system else ""
     if args.system == "filler":
         system = filler(processor.tokenizer, len(processor.tokenizer.encode(system)))
@@ -153,17 +160,16 @@ def main():
               "rope": {"type": rope["rope_type"], "theta": rope["rope_theta"]},
               "chance": {fact: round(math.log(len(v)), 3) for fact, v in WORDS.items()},
               "held_out_loss": [{"step": 0, **held_out_loss(model, processor, held_out,
-                                                            args.filler, args.batch,
-                                                            system)}]}
+                                                            args.batch, system)}]}
     start = time.perf_counter()
     for step in range(1, args.steps + 1):
-        enc, labels, _ = batch(processor, [item(rng, args.frames) for _ in range(args.batch)],
-                               args.filler, system)
+        enc, labels, _ = batch(processor, [item(rng, args.frames, filler_range)
+                                           for _ in range(args.batch)], system)
         model(**enc, labels=labels).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         if step % args.eval_every == 0 or step == args.steps:
-            loss = held_out_loss(model, processor, held_out, args.filler, args.batch, system)
+            loss = held_out_loss(model, processor, held_out, args.batch, system)
             row = {"step": step, **loss}
             report["held_out_loss"].append(row)
             print(row, file=sys.stderr, flush=True)
