@@ -129,7 +129,8 @@ def main():
     parser.add_argument("--frames", type=int, default=8, help="labelled images after the prompt")
     parser.add_argument("--filler", type=int, default=0, help="tokens of filler after the images")
     parser.add_argument("--filler-max", type=int, default=None,
-                        help="draw each conversation's filler from --filler to this many tokens")
+                        help="draw each conversation's filler from --filler to this many tokens "
+                             "(rounded up to whole sentences)")
     parser.add_argument("--system", nargs="?", const="episodes", choices=("episodes", "filler"),
                         help="open each conversation with the episodes' system prompt, or "
                              "with as many tokens of neutral filler")
