@@ -14,7 +14,9 @@ likely next token, given the teacher's text before it, the teacher's? Per policy
             with `all_values_right`, the answers whose every value agrees;
   numbers   the share of number tokens in the reasoning (`think`: in the teacher's notes mostly
             frame numbers, which coarse notes leave as the only digits, and pixel figures in
-            exact ones) and in the tool calls (`call`: the frames asked for).
+            exact ones) and in the tool calls (`call`: the frames asked for); `frame_labels`, the
+            digits of the notes' frame labels after the first turn (`A 19:`, copied from the
+            tool result just above: vrt_ray/sft.py).
 Usage: OMP_NUM_THREADS=2 PYTHONPATH=$PWD python benchmarks/teacher_forced_agreement.py
            --data DIR --model DIR[,DIR ...] [--config tiny_cpu] [--traces 20] [key=value ...]
 """
@@ -31,6 +33,7 @@ from vrt_ray.cli.stdout import claim_stdout, emit
 from vrt_ray.model_inputs import rebuild_inputs
 from vrt_ray.models import load_policy, load_processor
 from vrt_ray.preset import load_preset
+from vrt_ray.sft import frame_label_positions
 from vrt_ray.token_loss import TokenClasses
 
 
@@ -85,6 +88,10 @@ def score(model, processor, items, turns, preset) -> Dict:
                 if classes(ids[p]) == "number":
                     share[f"numbers/{part}"][0] += agrees[p]
                     share[f"numbers/{part}"][1] += 1
+            if turn != "turn_1":
+                for p in frame_label_positions(tokenizer, ids, positions):
+                    share["numbers/frame_labels"][0] += agrees[p]
+                    share["numbers/frame_labels"][1] += 1
             lengths[turn].append(len(positions))
             first_miss[turn].append(next((i for i, p in enumerate(positions) if not agrees[p]),
                                          len(positions)))

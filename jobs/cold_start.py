@@ -16,14 +16,20 @@ updates: `cold_start.first_turn_steps` steps of them alone before the epochs, an
 `cold_start.opening_turns: N` each of them is the trace's first N turns instead (its packed
 sequences, drawn one by one). Answer turns (each train trace's last sequence, the one that ends
 with its verdicts) come the same way: `cold_start.answer_turn_steps` steps of them alone after
-the first turns', `cold_start.answer_turns_per_step` in every step of the epochs. The held-out
-loss is reported per token class and per turn (`turn_1`, ..., `answer`).
+the first turns', `cold_start.answer_turns_per_step` in every step of the epochs. Copy turns
+(train sequences with labels on the digits of their notes' frame labels alone, the `19` of
+`A 19:` after the first turn, copied from the tool result just above:
+`vrt_ray.sft.frame_label_sequence`) come the same way after the answer turns':
+`cold_start.copy_turn_steps` and `cold_start.copy_turns_per_step`. The held-out loss is
+reported per token class, per turn (`turn_1`, ..., `answer`) and on the frame labels' digits
+(`frame_labels`).
 """
 from __future__ import annotations
 
 import json
 import math
 import random
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -44,8 +50,10 @@ from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_processor
 from vrt_ray.preset import load_preset
 from vrt_ray.protocol import Budgets
-from vrt_ray.sft import add_slip, check_initial_view, trace_trajectory
-from vrt_ray.token_loss import TokenClasses, loss_by_class, loss_by_label, turn_labels
+from vrt_ray.sft import (add_slip, check_initial_view, frame_label_positions,
+                         frame_label_sequence, trace_trajectory)
+from vrt_ray.token_loss import (TokenClasses, loss_by_class, loss_by_label, turn_labels,
+                                turn_positions)
 from vrt_ray.tracking import Tracker
 from vrt_ray.trajectory import Trajectory
 
@@ -148,6 +156,25 @@ def answer_turns(traces: List[dict], samples: List[List[TrainSequence]]) -> List
     return items
 
 
+def copy_turns(samples: List[List[TrainSequence]], tokenizer) -> List[TrainSequence]:
+    """The train sequences that hold frame labels after the first turn, with labels on those
+    labels' digits alone (`frame_label_sequence`)."""
+    items = [replace(item, seq=seq) for sample in samples for item in sample
+             if (seq := frame_label_sequence(item.seq, tokenizer)) is not None]
+    if not items:
+        raise VrtError("cold_start.copy_turn_steps / copy_turns_per_step: no train trace has a "
+                       "note with a frame label (`A 19:`) after its first turn")
+    return items
+
+
+def frame_labels(items: List[TrainSequence], tokenizer) -> List[Dict[int, str]]:
+    """Per item, the positions of its frame labels' digits after the first turn, each labelled
+    `frame_labels` (for `loss_by_label`)."""
+    return [{p: "frame_labels" for turn, positions in turn_positions(item.seq).items()
+             if turn > 0 for p in frame_label_positions(tokenizer, item.seq.input_ids, positions)}
+            for item in items]
+
+
 def seeded_cycle(items: List[TrainSequence], seed: int) -> Iterator[TrainSequence]:
     """`items` without end, each pass in a new seeded order."""
     rng = random.Random(seed)
@@ -161,12 +188,15 @@ def trace_samples(cfg: DictConfig, model_dir: str, traces: List[dict]) -> List[L
 
 
 def held_out_loss(learners: LearnerGroup, items: List[TrainSequence], classes: TokenClasses,
-                  turns: Sequence[Mapping[int, str]] = ()) -> Dict[str, float]:
+                  *labellings: Sequence[Mapping[int, str]]) -> Dict[str, float]:
     """Mean negative log-likelihood per assistant token: `all`, per token class
-    (vrt_ray/token_loss.py) and, given each item's `turn_labels`, per turn."""
+    (vrt_ray/token_loss.py), then per label of each labelling (per item, position -> label:
+    `turn_labels`, `frame_labels`)."""
     values = learners.logprobs(items)
-    return {**loss_by_class(items, values, classes),
-            **(loss_by_label(items, values, turns) if turns else {})}
+    losses = loss_by_class(items, values, classes)
+    for labels in labellings:
+        losses.update(loss_by_label(items, values, labels))
+    return losses
 
 
 def held_out_items(cfg: DictConfig, model_dir: str,
@@ -201,17 +231,24 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     train = with_slips(train, c.slip_rate, list(c.slip_kinds), cfg.protocol.max_turns, cfg.seed,
                        slip_frame_counts(cfg, train))
     focus_answers = c.answer_turn_steps or c.answer_turns_per_step
-    train_samples = trace_samples(cfg, model_dir, train) if c.epochs or focus_answers else []
+    focus_copies = c.copy_turn_steps or c.copy_turns_per_step
+    train_samples = trace_samples(cfg, model_dir, train) \
+        if c.epochs or focus_answers or focus_copies else []
     answers = seeded_cycle(answer_turns(train, train_samples), cfg.seed + 1) \
         if focus_answers else iter(())
+    tokenizer = load_processor(model_dir).tokenizer
+    copies = seeded_cycle(copy_turns(train_samples, tokenizer), cfg.seed + 2) \
+        if focus_copies else iter(())
     eval_items, eval_turns = held_out_items(cfg, model_dir, held_out)
+    eval_frame_labels = frame_labels(eval_items, tokenizer)
     steps_per_epoch = math.ceil(len(train) / c.batch_size)
-    total = c.first_turn_steps + c.answer_turn_steps + c.epochs * steps_per_epoch
+    alone = c.first_turn_steps + c.answer_turn_steps + c.copy_turn_steps
+    total = alone + c.epochs * steps_per_epoch
     start_ray(cfg)
     tracker = Tracker(cfg, run_name=f"{cfg.name}-cold-start")
     pixels = PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend)
     learners = LearnerGroup(cfg.learner, model_dir, total_steps=total, pixels=pixels, lr=c.lr)
-    classes = TokenClasses(load_processor(model_dir).tokenizer)
+    classes = TokenClasses(tokenizer)
     status, step, losses = "FAILED", 0, []
     bar = tqdm(total=total, desc="cold start", unit="step")
 
@@ -224,7 +261,8 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
 
     def evaluate(epoch: int) -> None:
         if eval_items:
-            losses.append(held_out_loss(learners, eval_items, classes, eval_turns))
+            losses.append(held_out_loss(learners, eval_items, classes, eval_turns,
+                                        eval_frame_labels))
             tracker.log_metrics({**eval_metrics(losses[-1]), "epoch": epoch}, step)
 
     try:
@@ -233,7 +271,9 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
             train_step(list(islice(first_turns, c.batch_size)), "first turns")
         for _ in range(c.answer_turn_steps):  # the turn every verdict is written in, alone
             train_step(list(islice(answers, c.batch_size)), "answer turns")
-        if c.first_turn_steps or c.answer_turn_steps:
+        for _ in range(c.copy_turn_steps):  # the frame labels copied from the tool results, alone
+            train_step(list(islice(copies, c.batch_size)), "copy turns")
+        if alone:
             evaluate(0)
             learners.save(out)
         for epoch in range(c.epochs):
@@ -242,7 +282,8 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
             for i in range(0, len(order), c.batch_size):
                 items = [s for j in order[i:i + c.batch_size] for s in train_samples[j]]
                 train_step(items + list(islice(first_turns, c.first_turns_per_step))
-                           + list(islice(answers, c.answer_turns_per_step)), f"epoch {epoch + 1}")
+                           + list(islice(answers, c.answer_turns_per_step))
+                           + list(islice(copies, c.copy_turns_per_step)), f"epoch {epoch + 1}")
             evaluate(epoch + 1)
             learners.save(out)  # every epoch: a run stopped later keeps its last whole one
         tracker.register_model(out)
@@ -256,10 +297,13 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
             + c.epochs * steps_per_epoch * c.first_turns_per_step,
             "extra_answer_turns": c.answer_turn_steps * c.batch_size
             + c.epochs * steps_per_epoch * c.answer_turns_per_step,
+            "extra_copy_turns": c.copy_turn_steps * c.batch_size
+            + c.epochs * steps_per_epoch * c.copy_turns_per_step,
             "slipped_traces": sum(any("slip" in t for t in trace["turns"]) for trace in train),
             "held_out_traces": len(held_out),
-            # before, after the first- and answer-turn steps (when any), then after each epoch
+            # before, after the first-, answer- and copy-turn steps (when any), after each epoch
             "eval_loss": [l["all"] for l in losses],
-            "eval_loss_by_class": losses,  # token classes, then turns (turn_1, ..., answer)
+            # token classes, turns (turn_1, ..., answer), then frame_labels
+            "eval_loss_by_class": losses,
             "tracking_run_id": tracker.run_id,
             "model_version": tracker.model_version}

@@ -6,6 +6,7 @@ from data_helpers import stage_overrides
 from mlflow.tracking import MlflowClient
 
 from vrt_ray import config
+from vrt_ray.models import load_processor
 from vrt_ray.data.synth import SynthSettings, generate
 from vrt_ray.sft import TraceError
 
@@ -122,6 +123,32 @@ def test_answer_turns_train_alone_after_the_first_turns_then_join_every_step(set
     assert len(set(extra[:once])) == once  # each once before any comes again
     assert summary["extra_first_turns"] == 2
     assert len(summary["eval_loss"]) == 3  # before, after the first and answer turns, the epoch
+
+
+def test_copy_turns_label_frame_labels_alone_and_the_held_out_loss_reports_them(
+        setup, monkeypatch):
+    from jobs import cold_start
+    from vrt_ray.sft import IGNORE, labels
+
+    root, model = setup
+    steps = _record_steps(monkeypatch, lambda s: s)
+    cfg = _cfg(root, model, "cold_start.epochs=1", "cold_start.slip_rate=0",
+               "cold_start.copy_turn_steps=2", "cold_start.copy_turns_per_step=1")
+    summary = cold_start.main(cfg, out=str(root / "copy_turns"))
+    alone, mixed = steps[:2], steps[2:]
+    assert [len(s) for s in alone] == [2, 2] and len(steps) == summary["steps"]
+    extra = [s for step in alone for s in step] + [step[-1] for step in mixed]
+    assert len(extra) == summary["extra_copy_turns"] == 4 + len(mixed)
+    tokenizer = load_processor(str(model)).tokenizer
+    for item in extra:  # labels on a few digits, each heading a note after the first turn
+        labelled = [t for t in labels(item.seq) if t != IGNORE]
+        assert labelled and tokenizer.decode(labelled).isdigit()
+        assert item.seq.turn_indices[-1] > 0
+    for step in mixed:  # whole traces keep every assistant label
+        assert all(sum(s.seq.action_mask) > 40 for s in step[:-1])
+    before, after_copies, after_epoch = summary["eval_loss_by_class"]
+    assert after_copies["frame_labels"] < before["frame_labels"]
+    assert summary["extra_first_turns"] == summary["extra_answer_turns"] == 0
 
 
 def test_answer_turns_need_a_trace_that_answers():

@@ -128,6 +128,7 @@ def test_cli_show_prints_resolved_config_and_bad_key_exits_2():
     assert "grpo.group_size = 1: must be >= 2" in bad.stderr
 
 
-def test_answer_turn_steps_alone_are_something_to_train():
-    cfg = config.load("tiny_cpu", ["cold_start.epochs=0", "cold_start.answer_turn_steps=5"])
-    assert cfg.cold_start.epochs == 0 and cfg.cold_start.answer_turn_steps == 5
+@pytest.mark.parametrize("key", ["answer_turn_steps", "copy_turn_steps"])
+def test_answer_or_copy_turn_steps_alone_are_something_to_train(key):
+    cfg = config.load("tiny_cpu", ["cold_start.epochs=0", f"cold_start.{key}=5"])
+    assert cfg.cold_start.epochs == 0 and cfg.cold_start[key] == 5

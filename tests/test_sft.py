@@ -15,8 +15,8 @@ from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_policy, load_processor
 from vrt_ray.preset import load_preset
 from vrt_ray.protocol import Budgets, EpisodeInput
-from vrt_ray.sft import (IGNORE, RANGE_RETRY_THINK, RETRY_THINK, add_slip, labels, trace_texts,
-                         trace_trajectory)
+from vrt_ray.sft import (IGNORE, RANGE_RETRY_THINK, RETRY_THINK, add_slip, frame_label_positions,
+                         frame_label_sequence, labels, trace_texts, trace_trajectory)
 from vrt_ray.trajectory import to_sequences
 
 PIXELS = PixelBudget(784, 3136)
@@ -137,3 +137,33 @@ def test_a_trace_using_every_turn_gets_no_slip():
     full = {"pair_id": "p", "turns": TRACE["turns"][:2] + TRACE["turns"][1:]}  # 3 calls
     assert add_slip(full, np.random.default_rng(0), max_turns=3) is full
     assert len(add_slip(full, np.random.default_rng(0), max_turns=4)["turns"]) == 5
+
+
+def test_frame_labels_are_the_digits_heading_each_note(setup):
+    tok = setup[0].tokenizer
+    text = ("A 19: red square (57,30) clean, 12.4 down since 1. B 108: no object, blocky. "
+            "A: from frame 90 to 144 it moves 33.0 px up; frames 123-130. Overall: B wins 2, A.")
+    ids = tok(text)["input_ids"]
+    found = frame_label_positions(tok, ids, range(len(ids)))
+    assert tok.decode([ids[p] for p in found]) == "19108"
+
+
+@pytest.mark.parametrize("window", [1, 8])  # turn 3 in a sequence of its own, or packed
+def test_a_copy_turn_labels_the_frame_labels_after_the_first_turn_alone(setup, window):
+    processor, pair, videos = setup
+    trajectory = trace_trajectory(processor, pair, videos, {"A": 30, "B": 20}, TRACE,
+                                  load_preset("vrt"), Budgets(initial_frames=2,
+                                                              memory_window=window),
+                                  PIXELS, FrameCache(1 << 26))
+    sequences = to_sequences(trajectory.turns)
+    assert len(sequences) == (2 if window == 1 else 1)
+    copies = [frame_label_sequence(seq, processor.tokenizer) for seq in sequences]
+    assert all(c is not None for c in copies)  # turn 1's `A 1:` alone would give None
+    labelled = [[t for t in labels(c) if t != IGNORE] for c in copies]
+    # turn 2 notes frame 3 (asked for in turn 1), turn 3 frame 5; turn 1's `A 1:` is no copy
+    assert processor.tokenizer.decode([t for ids in labelled for t in ids]) == "35"
+    for seq, copy in zip(sequences, copies):
+        assert copy.input_ids == seq.input_ids and copy.visuals == seq.visuals
+        assert set(labels(copy)) - {IGNORE} <= set(labels(seq))
+    first = to_sequences(trajectory.turns[:1])[0]
+    assert frame_label_sequence(first, processor.tokenizer) is None

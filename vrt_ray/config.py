@@ -180,7 +180,7 @@ class WarmupConfig:
 class ColdStartConfig:
     enabled: bool = True
     traces: str = "traces.jsonl"  # relative to data.dir
-    epochs: int = _ge(3, 0)  # 0: the first- and answer-turn steps alone
+    epochs: int = _ge(3, 0)  # 0: the first-, answer- and copy-turn steps alone
     batch_size: int = _ge(8, 1)
     lr: float = _gt(1e-3, 0.0)
     eval_fraction: float = _range(0.1, 0.0, 0.9)
@@ -191,6 +191,8 @@ class ColdStartConfig:
     opening_turns: int = _ge(1, 1)  # turns a "first turn" holds: the trace cut after them
     answer_turn_steps: int = _ge(0, 0)  # steps of answer turns alone, after the first turns'
     answer_turns_per_step: int = _ge(0, 0)  # answer turns added to each step of the epochs
+    copy_turn_steps: int = _ge(0, 0)  # steps of frame-label copies alone, after the answers'
+    copy_turns_per_step: int = _ge(0, 0)  # frame-label copies added to each step of the epochs
 
 
 @dataclass
@@ -413,9 +415,9 @@ def _check_rules(cfg: DictConfig) -> None:
         raise ConfigError(f"cold_start.slip_kinds = {kinds}: must be a non-empty list of "
                           "cut, range")
     c = cfg.cold_start
-    if c.epochs == 0 and c.first_turn_steps == 0 and c.answer_turn_steps == 0:
-        raise ConfigError("cold_start.epochs = 0: needs cold_start.first_turn_steps or "
-                          "cold_start.answer_turn_steps >= 1 (nothing to train)")
+    if c.epochs == 0 and c.first_turn_steps == c.answer_turn_steps == c.copy_turn_steps == 0:
+        raise ConfigError("cold_start.epochs = 0: needs cold_start.first_turn_steps, "
+                          "answer_turn_steps or copy_turn_steps >= 1 (nothing to train)")
     if cfg.video.min_pixels > cfg.video.max_pixels:
         raise ConfigError(f"video.min_pixels = {cfg.video.min_pixels}: must be <= "
                           f"video.max_pixels ({cfg.video.max_pixels})")

@@ -11,7 +11,9 @@ with its JSON unclosed; `range`, the call asking for frames past the video's las
 """
 from __future__ import annotations
 
-from typing import List, Mapping, Optional
+import re
+from dataclasses import replace
+from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -21,9 +23,11 @@ from vrt_ray.frame_cache import FrameCache
 from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.preset import Preset
 from vrt_ray.protocol import Budgets, EpisodeInput, format_turn
+from vrt_ray.token_loss import turn_positions
 from vrt_ray.trajectory import PackedSequence, Trajectory
 
 IGNORE = -100
+NOTE_HEAD = re.compile(r"\b[A-Z] (\d+):")  # a note's frame label, `A 19:`; group 1 the frame
 
 
 RETRY_THINK = "That call was cut short. Writing it again, whole."
@@ -114,3 +118,25 @@ def check_initial_view(trajectory: Trajectory, trace: dict) -> None:
         raise TraceError(f"trace {trace['pair_id']}: its initial view {expected} differs from the "
                          f"replay's {shown}; generate the traces with the run's "
                          f"protocol.initial_frames")
+
+
+def frame_label_positions(tokenizer, ids: Sequence[int], positions: Sequence[int]) -> List[int]:
+    """Those of `positions` (one turn's tokens, in order) whose token holds a digit of a note's
+    frame label (`NOTE_HEAD`) in the turn's text."""
+    text, spans = "", []
+    for p in positions:
+        start = len(text)
+        text += tokenizer.decode([ids[p]])
+        spans.append((start, len(text), p))
+    digits = {i for m in NOTE_HEAD.finditer(text) for i in range(*m.span(1))}
+    return [p for start, end, p in spans if digits.intersection(range(start, end))]
+
+
+def frame_label_sequence(seq: PackedSequence, tokenizer) -> Optional[PackedSequence]:
+    """`seq` with its action mask (so its labels) on the digits of the frame labels of turns
+    after the trajectory's first alone; None when it has none."""
+    keep = {p for turn, positions in turn_positions(seq).items() if turn > 0
+            for p in frame_label_positions(tokenizer, seq.input_ids, positions)}
+    if not keep:
+        return None
+    return replace(seq, action_mask=[p in keep for p in range(len(seq.input_ids))])

@@ -78,19 +78,25 @@ def loss_by_label(items: Sequence, logprobs: Sequence[Optional[Sequence[float]]]
     return {k: v[0] / v[1] for k, v in total.items()}
 
 
-def turn_labels(seq, answer_turn: Optional[int] = None) -> Dict[int, str]:
-    """Position -> the turn its action token belongs to, for `loss_by_label`: `turn_N` with N
-    the 1-based turn of the trajectory (`seq.turn_indices`), `answer` for turn `answer_turn`
-    (0-based). A packed sequence holds one run of action tokens per turn."""
+def turn_positions(seq) -> Dict[int, List[int]]:
+    """0-based turn of the trajectory (`seq.turn_indices`) -> the positions of its action
+    tokens. A packed sequence holds one run of action tokens per turn."""
     runs = [p for p, action in enumerate(seq.action_mask)
             if action and (p == 0 or not seq.action_mask[p - 1])]
     if len(runs) != len(seq.turn_indices):
         raise ValueError(f"{len(runs)} runs of action tokens for turns {seq.turn_indices}")
-    labels: Dict[int, str] = {}
+    positions: Dict[int, List[int]] = {}
     for start, turn in zip(runs, seq.turn_indices):
-        name = "answer" if turn == answer_turn else f"turn_{turn + 1}"
-        p = start
-        while p < len(seq.action_mask) and seq.action_mask[p]:
-            labels[p] = name
-            p += 1
-    return labels
+        end = start
+        while end < len(seq.action_mask) and seq.action_mask[end]:
+            end += 1
+        positions[turn] = list(range(start, end))
+    return positions
+
+
+def turn_labels(seq, answer_turn: Optional[int] = None) -> Dict[int, str]:
+    """Position -> the turn its action token belongs to, for `loss_by_label`: `turn_N` with N
+    the 1-based turn of the trajectory (`seq.turn_indices`), `answer` for turn `answer_turn`
+    (0-based)."""
+    return {p: "answer" if turn == answer_turn else f"turn_{turn + 1}"
+            for turn, positions in turn_positions(seq).items() for p in positions}
