@@ -20,5 +20,7 @@ class RewardVerifier:
 
         return [score(t["verdicts"] or None, labels[t["pair_id"]], self.dimensions, self.weights,
                       invalid_calls=t["invalid_calls"],
-                      turns_over_budget=t["turns_over_budget"]).to_dict()
+                      turns_over_budget=t["turns_over_budget"],
+                      incomplete_answer=t["end_reason"] == "answer" and not t["answer_complete"]
+                      ).to_dict()
                 for t in trajectories]

@@ -59,15 +59,21 @@ def test_rollout_worker_runs_episodes_and_loads_weights_in_place(ray_local, cfg,
 
 
 def test_verifier_actor_scores_trajectories(ray_local, cfg):
-    verifier = RewardVerifier.options(num_cpus=0.25).remote(cfg["verifier"], ["TA", "VQ", "MQ"])
+    weights = {**cfg["verifier"], "incomplete_answer_penalty": 0.5}
+    verifier = RewardVerifier.options(num_cpus=0.25).remote(weights, ["TA", "VQ", "MQ"])
     trajectories = [
         {"pair_id": "p", "verdicts": {"TA": "A", "VQ": "B", "MQ": "tie", "overall": "A"},
-         "invalid_calls": 0, "turns_over_budget": 0},
-        {"pair_id": "p", "verdicts": {}, "invalid_calls": 2, "turns_over_budget": 1}]
+         "invalid_calls": 0, "turns_over_budget": 0, "end_reason": "answer",
+         "answer_complete": True},
+        {"pair_id": "p", "verdicts": {}, "invalid_calls": 2, "turns_over_budget": 1,
+         "end_reason": "budget", "answer_complete": False},
+        {"pair_id": "p", "verdicts": {"TA": "B"}, "invalid_calls": 0, "turns_over_budget": 0,
+         "end_reason": "answer", "answer_complete": False}]
     labels = {"p": {"TA": "A", "VQ": "B", "MQ": "tie", "overall": "A"}}
-    right, empty = ray.get(verifier.score.remote(trajectories, labels))
+    right, empty, broken = ray.get(verifier.score.remote(trajectories, labels))
     assert right["all_correct"] and right["reward"] == pytest.approx(1.0)
     assert empty["reward"] == 0.0 and not empty["all_correct"]
+    assert broken["reward"] == pytest.approx(-0.5)  # ended on an answer that did not parse
 
 
 def test_reference_scores_action_tokens_as_the_engine_did(ray_local, cfg, jobs, tiny_model_dir):

@@ -50,6 +50,16 @@ def test_penalties_and_weights():
     assert s.reward == pytest.approx(0 - 0.5 - 0.5)
 
 
+def test_an_early_broken_answer_costs_more_than_calls_until_the_budget():
+    w = RewardWeights(invalid_call_penalty=0.1, incomplete_answer_penalty=0.6)
+    broken = score({"TA": "B"}, LABELS, DIMS, weights=w, invalid_calls=1, incomplete_answer=True)
+    budget_spent = score(None, LABELS, DIMS, weights=w, invalid_calls=6)
+    assert broken.reward == pytest.approx(-0.7) and budget_spent.reward == pytest.approx(-0.6)
+    unpenalised = score({"TA": "B"}, LABELS, DIMS, weights=RewardWeights(invalid_call_penalty=0.1),
+                        invalid_calls=1, incomplete_answer=True)
+    assert unpenalised.reward > budget_spent.reward  # the shortcut the penalty closes
+
+
 verdict = st.one_of(st.sampled_from(["A", "B", "tie"]), st.text(max_size=5), st.none())
 
 

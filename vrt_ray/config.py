@@ -145,6 +145,7 @@ class VerifierConfig:
     w_overall: float = _ge(0.4, 0.0)
     invalid_call_penalty: float = _ge(0.0, 0.0)  # subtracted per invalid tool call
     over_budget_penalty: float = _ge(0.0, 0.0)  # subtracted per turn over budget
+    incomplete_answer_penalty: float = _ge(0.0, 0.0)  # subtracted for ending on a broken answer
     num_cpus: float = _ge(0.25, 0.0)
 
 

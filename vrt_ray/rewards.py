@@ -19,6 +19,7 @@ class RewardWeights:
     w_overall: float = 0.4
     invalid_call_penalty: float = 0.0
     over_budget_penalty: float = 0.0
+    incomplete_answer_penalty: float = 0.0
 
     @classmethod
     def from_config(cls, verifier_cfg) -> "RewardWeights":
@@ -40,13 +41,17 @@ class Score:
 
 def score(verdicts: Optional[Mapping[str, str]], labels: Mapping[str, str],
           dimensions: Sequence[str], weights: RewardWeights = RewardWeights(),
-          invalid_calls: int = 0, turns_over_budget: int = 0) -> Score:
+          invalid_calls: int = 0, turns_over_budget: int = 0,
+          incomplete_answer: bool = False) -> Score:
     """Score one episode.
 
     `verdicts` maps dimension -> `A`/`B`/`tie` as parsed from the final answer (None: no
     answer); `dimensions` are the ones the protocol asks for (overall is always asked for).
     Only labelled dimensions count; a tie label is matched only by a `tie` verdict. With no
     labelled dimension besides overall, dimension accuracy follows the overall verdict.
+    `incomplete_answer`: the episode ended on an answer that did not parse complete. It costs
+    `incomplete_answer_penalty`: without it, a policy that cannot yet answer learns to end
+    its episodes early on a broken answer, the cheapest way past the per-call penalty.
     """
     verdicts = dict(verdicts or {})
     required = list(dimensions) + [OVERALL]
@@ -58,7 +63,8 @@ def score(verdicts: Optional[Mapping[str, str]], labels: Mapping[str, str],
     dim_acc = sum(correct[d] for d in dims) / len(dims) if dims else overall
     reward = (weights.w_format * fmt + weights.w_dims * dim_acc + weights.w_overall * overall
               - weights.invalid_call_penalty * invalid_calls
-              - weights.over_budget_penalty * turns_over_budget)
+              - weights.over_budget_penalty * turns_over_budget
+              - weights.incomplete_answer_penalty * incomplete_answer)
     all_correct = bool(fmt) and bool(correct) and all(correct.values())
     return Score(reward=reward, format=fmt, dimension_accuracy=dim_acc, overall=overall,
                  all_correct=all_correct, correct=correct)
