@@ -33,7 +33,7 @@ from vrt_ray.cli.stdout import claim_stdout, emit
 from vrt_ray.model_inputs import rebuild_inputs
 from vrt_ray.models import load_policy, load_processor
 from vrt_ray.preset import load_preset
-from vrt_ray.sft import frame_label_positions
+from vrt_ray.sft import frame_label_digits
 from vrt_ray.token_loss import TokenClasses
 
 
@@ -88,13 +88,12 @@ def score(model, processor, items, turns, preset) -> Dict:
                 if classes(ids[p]) == "number":
                     share[f"numbers/{part}"][0] += agrees[p]
                     share[f"numbers/{part}"][1] += 1
-            if turn != "turn_1":
-                for p in frame_label_positions(tokenizer, ids, positions):
-                    share["numbers/frame_labels"][0] += agrees[p]
-                    share["numbers/frame_labels"][1] += 1
             lengths[turn].append(len(positions))
             first_miss[turn].append(next((i for i, p in enumerate(positions) if not agrees[p]),
                                          len(positions)))
+        for p in frame_label_digits(item.seq, tokenizer):
+            share["numbers/frame_labels"][0] += agrees[p]
+            share["numbers/frame_labels"][1] += 1
         if "answer" in by_turn:
             positions = by_turn["answer"]
             values = []

@@ -50,10 +50,9 @@ from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_processor
 from vrt_ray.preset import load_preset
 from vrt_ray.protocol import Budgets
-from vrt_ray.sft import (add_slip, check_initial_view, frame_label_positions,
-                         frame_label_sequence, trace_trajectory)
-from vrt_ray.token_loss import (TokenClasses, loss_by_class, loss_by_label, turn_labels,
-                                turn_positions)
+from vrt_ray.sft import (add_slip, check_initial_view, frame_label_digits, frame_label_sequence,
+                         trace_trajectory)
+from vrt_ray.token_loss import TokenClasses, loss_by_class, loss_by_label, turn_labels
 from vrt_ray.tracking import Tracker
 from vrt_ray.trajectory import Trajectory
 
@@ -170,9 +169,7 @@ def copy_turns(samples: List[List[TrainSequence]], tokenizer) -> List[TrainSeque
 def frame_labels(items: List[TrainSequence], tokenizer) -> List[Dict[int, str]]:
     """Per item, the positions of its frame labels' digits after the first turn, each labelled
     `frame_labels` (for `loss_by_label`)."""
-    return [{p: "frame_labels" for turn, positions in turn_positions(item.seq).items()
-             if turn > 0 for p in frame_label_positions(tokenizer, item.seq.input_ids, positions)}
-            for item in items]
+    return [{p: "frame_labels" for p in frame_label_digits(item.seq, tokenizer)} for item in items]
 
 
 def seeded_cycle(items: List[TrainSequence], seed: int) -> Iterator[TrainSequence]:

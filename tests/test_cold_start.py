@@ -6,8 +6,8 @@ from data_helpers import stage_overrides
 from mlflow.tracking import MlflowClient
 
 from vrt_ray import config
-from vrt_ray.models import load_processor
 from vrt_ray.data.synth import SynthSettings, generate
+from vrt_ray.models import load_processor
 from vrt_ray.sft import TraceError
 
 

@@ -132,11 +132,17 @@ def frame_label_positions(tokenizer, ids: Sequence[int], positions: Sequence[int
     return [p for start, end, p in spans if digits.intersection(range(start, end))]
 
 
+def frame_label_digits(seq: PackedSequence, tokenizer) -> List[int]:
+    """The positions of the frame labels' digits in `seq`'s turns after the trajectory's first
+    (those of the first restate the initial view, no tool result)."""
+    return [p for turn, positions in turn_positions(seq).items() if turn > 0
+            for p in frame_label_positions(tokenizer, seq.input_ids, positions)]
+
+
 def frame_label_sequence(seq: PackedSequence, tokenizer) -> Optional[PackedSequence]:
-    """`seq` with its action mask (so its labels) on the digits of the frame labels of turns
-    after the trajectory's first alone; None when it has none."""
-    keep = {p for turn, positions in turn_positions(seq).items() if turn > 0
-            for p in frame_label_positions(tokenizer, seq.input_ids, positions)}
+    """`seq` with its action mask (so its labels) on `frame_label_digits` alone; None when it
+    has none."""
+    keep = set(frame_label_digits(seq, tokenizer))
     if not keep:
         return None
     return replace(seq, action_mask=[p in keep for p in range(len(seq.input_ids))])
