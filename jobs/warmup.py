@@ -4,7 +4,10 @@ training pairs' videos, `warmup.steps` steps of `warmup.batch_size` captions, th
 learner group, mixed with `warmup.restate_per_pair` restating sequences a training pair
 (vrt_ray/warmup.py: the prompt copied, under a random prompt), `warmup.restate_share` of each
 batch when set, else drawn alike with the captions. The captions of validation
-videos, and one restating sequence a validation pair, give a held-out loss before and after."""
+videos, and one restating sequence a validation pair, give a held-out loss before and after.
+With `warmup.copy_steps`, a copying phase comes first: that many steps of text-only copying
+sequences (vrt_ray/copy_corpus.py, `warmup.copy_kinds`) at `warmup.copy_lr`, labelled on the
+copied tokens alone, with a held-out loss per kind before and after."""
 from __future__ import annotations
 
 import json
@@ -19,6 +22,8 @@ from tqdm import trange
 from actors.learner import LearnerGroup
 from jobs.cold_start import eval_metrics
 from jobs.grpo import start_ray
+from vrt_ray.copy_batches import draw, train_sequences
+from vrt_ray.copy_corpus import random_pieces
 from vrt_ray.data.loaders import load_pairs
 from vrt_ray.errors import VrtError
 from vrt_ray.frame_cache import FrameCache
@@ -49,6 +54,38 @@ def held_out_loss(learners: LearnerGroup, items, classes: TokenClasses, fields) 
     (`colour`, `shape`, `position`, ...: vrt_ray/warmup.py)."""
     values = learners.logprobs(items)
     return {**loss_by_class(items, values, classes), **loss_by_label(items, values, fields)}
+
+
+def copy_phase(cfg: DictConfig, model_dir: str, out: str, preset, pixels: PixelBudget,
+               tracker: Tracker) -> Dict:
+    """The copying phase: writes the model to `out`; returns it and the held-out loss on the
+    copied tokens per kind, before and after."""
+    w = cfg.warmup
+    tokenizer = load_processor(model_dir).tokenizer
+    pieces = random_pieces(tokenizer)
+    sequences = draw(np.random.default_rng([cfg.seed, 6]), pieces, w.copy_kinds, HELD_OUT,
+                     preset)
+    held_out = train_sequences(tokenizer, sequences, pixels)
+    kinds = [{p: seq.kind for p, a in enumerate(item.seq.action_mask) if a}
+             for item, seq in zip(held_out, sequences)]
+    rng = np.random.default_rng([cfg.seed, 5])
+    learners = LearnerGroup(cfg.learner, model_dir, total_steps=w.copy_steps, pixels=pixels,
+                            lr=w.copy_lr)
+    try:
+        losses = [loss_by_label(held_out, learners.logprobs(held_out), kinds)]
+        bar = trange(w.copy_steps, desc="copying", unit="step")
+        for step in bar:
+            batch = train_sequences(
+                tokenizer, draw(rng, pieces, w.copy_kinds, w.batch_size, preset), pixels)
+            metrics = learners.train_sft(batch)
+            tracker.log_metrics({f"copy/{k}": v for k, v in metrics.items()}, step + 1)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+        losses.append(loss_by_label(held_out, learners.logprobs(held_out), kinds))
+        learners.save(out)
+    finally:
+        learners.shutdown()
+    tracker.log_metrics({f"eval/copy_loss_{k}": v for k, v in losses[-1].items()}, w.copy_steps)
+    return {"model": out, "steps": w.copy_steps, "eval_loss": losses}
 
 
 def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = None) -> Dict:
@@ -85,10 +122,14 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
         held_out, fields = held_out + restate, fields + restate_fields
     start_ray(cfg)
     tracker = Tracker(cfg, run_name=f"{cfg.name}-warmup")
-    learners = LearnerGroup(cfg.learner, model_dir, total_steps=w.steps, pixels=pixels, lr=w.lr)
-    rng, losses, status = random.Random(cfg.seed), [], "FAILED"
+    rng, losses, status, copying = random.Random(cfg.seed), [], "FAILED", None
+    learners = None
     classes = TokenClasses(processor.tokenizer)
     try:
+        if w.copy_steps:
+            copying = copy_phase(cfg, model_dir, f"{out}_copying", preset, pixels, tracker)
+        learners = LearnerGroup(cfg.learner, copying["model"] if copying else model_dir,
+                                total_steps=w.steps, pixels=pixels, lr=w.lr)
         learners.preload(described + restating)  # steps draw at random: decode each video once
         if held_out:
             losses.append(held_out_loss(learners, held_out, classes, fields))
@@ -107,8 +148,10 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
         status = "FINISHED"
     finally:
         tracker.finish(status)
-        learners.shutdown()
-    return {"model": out, "steps": w.steps, "train_sequences": len(described) + len(restating),
+        if learners is not None:
+            learners.shutdown()
+    return {"model": out, "steps": w.steps, "copying": copying,
+            "train_sequences": len(described) + len(restating),
             "held_out_sequences": len(held_out), "eval_loss": [l["all"] for l in losses],
             "eval_loss_by_class": losses,  # token classes, then the captions' facts
             "tracking_run_id": tracker.run_id,

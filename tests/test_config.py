@@ -73,6 +73,9 @@ BAD = [
     (["cold_start.slip_kinds=[cut,typo]"], "cold_start.slip_kinds", "list of cut, range"),
     (["cold_start.slip_kinds=[]"], "cold_start.slip_kinds", "non-empty"),
     (["warmup.restate_share=1.5", "warmup.restate_per_pair=2"], "warmup.restate_share", "<= 1"),
+    (["warmup.copy_kinds=[frames,words]"], "warmup.copy_kinds", "frames, prompt, repeat"),
+    (["warmup.copy_kinds=[]"], "warmup.copy_kinds", "non-empty"),
+    (["warmup.copy_steps=-1"], "warmup.copy_steps", ">= 0"),
 ]
 
 

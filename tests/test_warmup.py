@@ -111,6 +111,21 @@ def test_warmup_lowers_the_held_out_caption_loss(data, tiny_model_dir, local_ray
             "restate_colour", "restate_shape", "restate_direction"} <= set(by_kind)
 
 
+def test_a_copying_phase_trains_on_the_copied_tokens_before_the_captions(data, tiny_model_dir,
+                                                                         local_ray):
+    from jobs import warmup
+
+    summary = warmup.main(config.load("tiny_cpu", stage_overrides(
+        data, tiny_model_dir, "warmup.steps=2", "warmup.batch_size=8", "warmup.copy_steps=30",
+        "warmup.copy_kinds=[frames,prompt]")))
+    copying = summary["copying"]
+    assert copying["steps"] == 30 and (Path(copying["model"]) / "config.json").is_file()
+    before, after = copying["eval_loss"]
+    assert list(before) == list(after) == ["frames", "prompt"]
+    assert all(after[k] < before[k] for k in before)  # a random model's copied tokens cost ln V
+    assert Path(summary["model"]) != Path(copying["model"])
+
+
 def test_the_warmup_command_prints_its_summary_alone_on_stdout(data, tiny_model_dir):
     vrt_ray = shutil.which("vrt-ray") or str(Path(sys.executable).parent / "vrt-ray")
     run = subprocess.run([vrt_ray, "warmup", "tiny_cpu", *stage_overrides(

@@ -17,6 +17,7 @@ from typing import List, Literal, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from vrt_ray.copy_corpus import KINDS as COPY_KINDS
 from vrt_ray.errors import VrtError
 from vrt_ray.tiny_spec import tiny_spec
 
@@ -175,6 +176,9 @@ class WarmupConfig:
     lr: float = _gt(1e-3, 0.0)
     restate_per_pair: int = _ge(0, 0)  # prompt-restating sequences a training pair
     restate_share: float = _range(0.0, 0.0, 1.0)  # of each batch (0: drawn with the captions)
+    copy_steps: int = _ge(0, 0)  # text-only copying steps before the captions (copy_corpus.py)
+    copy_lr: float = _gt(1e-3, 0.0)
+    copy_kinds: List[str] = field(default_factory=lambda: list(COPY_KINDS))
 
 
 @dataclass
@@ -411,6 +415,10 @@ def _check_rules(cfg: DictConfig) -> None:
     if cfg.warmup.restate_share > 0 and cfg.warmup.restate_per_pair == 0:
         raise ConfigError(f"warmup.restate_share = {cfg.warmup.restate_share}: needs "
                           "warmup.restate_per_pair >= 1 (no restating sequences to draw)")
+    copy_kinds = list(cfg.warmup.copy_kinds)
+    if not copy_kinds or set(copy_kinds) - set(COPY_KINDS):
+        raise ConfigError(f"warmup.copy_kinds = {copy_kinds}: must be a non-empty list of "
+                          f"{', '.join(COPY_KINDS)}")
     kinds = list(cfg.cold_start.slip_kinds)
     if not kinds or set(kinds) - {"cut", "range"}:
         raise ConfigError(f"cold_start.slip_kinds = {kinds}: must be a non-empty list of "

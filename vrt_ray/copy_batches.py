@@ -1,0 +1,90 @@
+"""Copying sequences (vrt_ray.copy_corpus) as model inputs: tokenized batches with labels and
+a mask of the copied tokens, the held-out measure (loss and greedy agreement per kind), and
+learner items for the warm-up's copying phase."""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+
+from vrt_ray.copy_corpus import GENERATORS, CopySequence
+from vrt_ray.learner_core import TrainSequence
+from vrt_ray.model_inputs import PixelBudget
+from vrt_ray.preset import Preset
+from vrt_ray.trajectory import PackedSequence
+
+IGNORE = -100
+
+
+def draw(rng: np.random.Generator, pieces: Sequence[str], kinds: Sequence[str], n: int,
+         preset: Preset) -> List[CopySequence]:
+    """`n` sequences in `preset`'s wording, kinds taken in turn from `kinds`."""
+    return [GENERATORS[kinds[i % len(kinds)]](rng, pieces, preset) for i in range(n)]
+
+
+def _overlaps(start: int, end: int, spans) -> bool:
+    return any(start < b and end > a for a, b in spans)
+
+
+def encode(tokenizer, sequences: Sequence[CopySequence],
+           copied_only: bool = False) -> Dict[str, torch.Tensor]:
+    """input_ids, attention_mask and labels (right-padded; labels on the tokens from the
+    sequence's `start` on, or with `copied_only` on the copied tokens alone), and `copied`:
+    True where a token from `start` on overlaps a copied span."""
+    rows = [tokenizer(s.text, return_offsets_mapping=True, add_special_tokens=False)
+            for s in sequences]
+    width = max(len(r["input_ids"]) for r in rows)
+    pad = tokenizer.pad_token_id
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    copied = torch.zeros((len(rows), width), dtype=torch.bool)
+    for r, (row, seq) in enumerate(zip(rows, sequences)):
+        n = len(row["input_ids"])
+        ids[r, :n] = torch.tensor(row["input_ids"])
+        mask[r, :n] = 1
+        for t, (a, b) in enumerate(row["offset_mapping"]):
+            if a >= seq.start:
+                copied[r, t] = _overlaps(a, b, seq.copied)
+                if copied[r, t] or not copied_only:
+                    labels[r, t] = row["input_ids"][t]
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "copied": copied}
+
+
+@torch.no_grad()
+def copy_measure(model, tokenizer, sequences: Sequence[CopySequence],
+                 batch_size: int = 16) -> Dict[str, Dict[str, float]]:
+    """Per kind: mean loss (nats) and greedy agreement on the copied tokens."""
+    sums: Dict[str, List[float]] = {}
+    was_training = model.training
+    model.eval()
+    for i in range(0, len(sequences), batch_size):
+        chunk = sequences[i:i + batch_size]
+        enc = encode(tokenizer, chunk)
+        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), -1)
+        target, where = enc["labels"][:, 1:], enc["copied"][:, 1:]
+        picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        right = logp.argmax(-1) == target
+        for r, seq in enumerate(chunk):
+            s = sums.setdefault(seq.kind, [0.0, 0.0, 0])
+            s[0] -= picked[r][where[r]].sum().item()
+            s[1] += right[r][where[r]].sum().item()
+            s[2] += int(where[r].sum())
+    model.train(was_training)
+    return {kind: {"loss": round(s[0] / s[2], 3), "agreement": round(s[1] / s[2], 3)}
+            for kind, s in sorted(sums.items())}
+
+
+def train_sequences(tokenizer, sequences: Sequence[CopySequence],
+                    budget: PixelBudget) -> List[TrainSequence]:
+    """Each sequence as a text-only learner item, its action mask (so its labels) on the copied
+    tokens alone: the other labelled tokens are random notes or format the copy does not need."""
+    items = []
+    for seq in sequences:
+        row = tokenizer(seq.text, return_offsets_mapping=True, add_special_tokens=False)
+        mask = [a >= seq.start and _overlaps(a, b, seq.copied) for a, b in row["offset_mapping"]]
+        packed = PackedSequence(list(row["input_ids"]), [], mask, [None] * len(mask), (0,))
+        items.append(TrainSequence(packed, {}, budget))
+    return items
