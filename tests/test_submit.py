@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from ray_head import VENV_BIN, ray_head
+from vrt_ray.cli.submit_cmd import NO_AGENT, submit_when_ready
 from vrt_ray.data.synth import SynthSettings, generate
 
 
@@ -41,3 +42,36 @@ def test_a_failing_job_returns_a_nonzero_exit_code(head, tmp_path):
                           cwd=Path(__file__).parents[1])
     assert done.returncode == 1 and "FAILED" in done.stderr
     assert "no such file" in done.stdout  # the job's one-line error, streamed
+
+
+class AgentNotUpYet:
+    """Stands in for a JobSubmissionClient whose head has not started its job agent yet: Ray's
+    500 answer to the first `misses` submissions (a state the tests cannot make on demand)."""
+
+    def __init__(self, misses, error=NO_AGENT):
+        self.misses, self.error, self.calls = misses, error, 0
+
+    def submit_job(self, **job):
+        self.calls += 1
+        if self.calls <= self.misses:
+            raise RuntimeError(f"Request failed with status code 500: {self.error}, please try "
+                               "again later..")
+        return "raysubmit_1"
+
+
+def test_submit_waits_for_a_new_heads_job_agent():
+    client = AgentNotUpYet(misses=2)
+    assert submit_when_ready(client, wait_s=30, entrypoint="vrt-ray grpo tiny_cpu") == \
+        "raysubmit_1"
+    assert client.calls == 3
+
+
+def test_submit_does_not_hide_other_errors_or_wait_past_its_bound():
+    other = AgentNotUpYet(misses=1, error="Job with submission_id x already exists")
+    with pytest.raises(RuntimeError, match="already exists"):
+        submit_when_ready(other, wait_s=30, entrypoint="e")
+    assert other.calls == 1
+    never = AgentNotUpYet(misses=10**6)
+    with pytest.raises(RuntimeError, match=NO_AGENT):
+        submit_when_ready(never, wait_s=0, entrypoint="e")
+    assert never.calls == 1

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
+import time
 
 JOB_STAGES = ("grpo", "warmup", "cold-start", "rft", "pipeline", "evaluate")
 EXCLUDES = [".git", ".venv", ".venv-vllm", "outputs", "mlruns", ".hypothesis", ".pytest_cache",
             "**/__pycache__", "*.egg-info"]
+NO_AGENT = "No available agent to submit job"  # Ray's answer until a new head's job agent is up
+AGENT_WAIT_S = 120.0
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -47,9 +51,22 @@ def entrypoint(stage: str, config: str, overrides) -> str:
     return shlex.join(["vrt-ray", stage, config, *overrides])
 
 
+def submit_when_ready(client, wait_s: float = AGENT_WAIT_S, **job) -> str:
+    """`client.submit_job(**job)`, tried again every 2 s for up to `wait_s` while the cluster
+    answers that no job agent is up yet (a head that has just started); the job id."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as exc:
+            if NO_AGENT not in str(exc) or time.monotonic() >= deadline:
+                raise
+            print("the cluster's job agent is not up yet; trying again", file=sys.stderr)
+            time.sleep(2)
+
+
 def _submit(args: argparse.Namespace) -> int:
     import asyncio
-    import sys
 
     from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -66,7 +83,7 @@ def _submit(args: argparse.Namespace) -> int:
     runtime_env = {"working_dir": args.working_dir, "excludes": EXCLUDES}
     if args.pip:
         runtime_env["pip"] = list(args.pip)
-    job_id = client.submit_job(entrypoint=entrypoint(stage, args.config, overrides),
+    job_id = submit_when_ready(client, entrypoint=entrypoint(stage, args.config, overrides),
                                runtime_env=runtime_env)
     print(f"submitted {job_id}", file=sys.stderr)
     if args.no_wait:
