@@ -29,7 +29,7 @@ from vrt_ray.errors import VrtError
 from vrt_ray.frame_cache import FrameCache
 from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_processor
-from vrt_ray.preset import load_preset
+from vrt_ray.preset import Preset, load_preset
 from vrt_ray.protocol import Budgets
 from vrt_ray.token_loss import TokenClasses, loss_by_class, loss_by_label
 from vrt_ray.tracking import Tracker
@@ -56,7 +56,7 @@ def held_out_loss(learners: LearnerGroup, items, classes: TokenClasses, fields) 
     return {**loss_by_class(items, values, classes), **loss_by_label(items, values, fields)}
 
 
-def copy_phase(cfg: DictConfig, model_dir: str, out: str, preset, pixels: PixelBudget,
+def copy_phase(cfg: DictConfig, model_dir: str, out: str, preset: Preset, pixels: PixelBudget,
                tracker: Tracker) -> Dict:
     """The copying phase: writes the model to `out`; returns it and the held-out loss on the
     copied tokens per kind, before and after."""

@@ -54,14 +54,17 @@ def entrypoint(stage: str, config: str, overrides) -> str:
 def submit_when_ready(client, wait_s: float = AGENT_WAIT_S, **job) -> str:
     """`client.submit_job(**job)`, tried again every 2 s for up to `wait_s` while the cluster
     answers that no job agent is up yet (a head that has just started); the job id."""
-    deadline = time.monotonic() + wait_s
+    deadline, told = time.monotonic() + wait_s, False
     while True:
         try:
             return client.submit_job(**job)
         except RuntimeError as exc:
             if NO_AGENT not in str(exc) or time.monotonic() >= deadline:
                 raise
-            print("the cluster's job agent is not up yet; trying again", file=sys.stderr)
+            if not told:
+                print(f"the cluster's job agent is not up yet; trying for up to {wait_s:.0f} s",
+                      file=sys.stderr)
+                told = True
             time.sleep(2)
 
 
