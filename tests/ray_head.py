@@ -30,13 +30,18 @@ def free_port() -> int:
 @contextlib.contextmanager
 def ray_head(temp_dir: Path, num_cpus: int = 2):
     port, dashboard = free_port(), free_port()
+    # The agents' ports too: Ray's defaults (52365, ...) are taken while any other Ray runs
+    # here, and a head whose dashboard agent cannot bind never accepts a job.
+    agents = [f"--dashboard-agent-listen-port={free_port()}",
+              f"--dashboard-agent-grpc-port={free_port()}",
+              f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     proc = subprocess.Popen(
         [f"{VENV_BIN}/ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
          f"--port={port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
          f"--dashboard-port={dashboard}", f"--num-cpus={num_cpus}", "--disable-usage-stats",
-         f"--temp-dir={temp_dir}"],
+         f"--temp-dir={temp_dir}", *agents],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     head = Head(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}", env)
     check = [sys.executable, "-c", "import sys; from ray.job_submission import JobSubmissionClient "
