@@ -3,7 +3,7 @@ a mask of the copied tokens, the held-out measure (loss and greedy agreement per
 learner items for the warm-up's copying phase."""
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -12,9 +12,8 @@ from vrt_ray.copy_corpus import GENERATORS, CopySequence
 from vrt_ray.learner_core import TrainSequence
 from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.preset import Preset
+from vrt_ray.sft import IGNORE
 from vrt_ray.trajectory import PackedSequence
-
-IGNORE = -100
 
 
 def draw(rng: np.random.Generator, pieces: Sequence[str], kinds: Sequence[str], n: int,
@@ -27,28 +26,33 @@ def _overlaps(start: int, end: int, spans) -> bool:
     return any(start < b and end > a for a, b in spans)
 
 
+def _tokens(tokenizer, seq: CopySequence) -> Tuple[List[int], List[bool], List[bool]]:
+    """The sequence's token ids, which of them lie in the labelled tail, and which are copied."""
+    row = tokenizer(seq.text, return_offsets_mapping=True, add_special_tokens=False)
+    tail = [a >= seq.start for a, _ in row["offset_mapping"]]
+    copied = [t and _overlaps(a, b, seq.copied) for t, (a, b) in zip(tail, row["offset_mapping"])]
+    return list(row["input_ids"]), tail, copied
+
+
 def encode(tokenizer, sequences: Sequence[CopySequence],
            copied_only: bool = False) -> Dict[str, torch.Tensor]:
     """input_ids, attention_mask and labels (right-padded; labels on the tokens from the
     sequence's `start` on, or with `copied_only` on the copied tokens alone), and `copied`:
     True where a token from `start` on overlaps a copied span."""
-    rows = [tokenizer(s.text, return_offsets_mapping=True, add_special_tokens=False)
-            for s in sequences]
-    width = max(len(r["input_ids"]) for r in rows)
+    rows = [_tokens(tokenizer, s) for s in sequences]
+    width = max(len(r[0]) for r in rows)
     pad = tokenizer.pad_token_id
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     copied = torch.zeros((len(rows), width), dtype=torch.bool)
-    for r, (row, seq) in enumerate(zip(rows, sequences)):
-        n = len(row["input_ids"])
-        ids[r, :n] = torch.tensor(row["input_ids"])
+    for r, (row_ids, tail, row_copied) in enumerate(rows):
+        n = len(row_ids)
+        ids[r, :n] = torch.tensor(row_ids)
         mask[r, :n] = 1
-        for t, (a, b) in enumerate(row["offset_mapping"]):
-            if a >= seq.start:
-                copied[r, t] = _overlaps(a, b, seq.copied)
-                if copied[r, t] or not copied_only:
-                    labels[r, t] = row["input_ids"][t]
+        copied[r, :n] = torch.tensor(row_copied)
+        keep = copied[r, :n] if copied_only else torch.tensor(tail)
+        labels[r, :n] = torch.where(keep, ids[r, :n], IGNORE)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels, "copied": copied}
 
 
@@ -83,8 +87,7 @@ def train_sequences(tokenizer, sequences: Sequence[CopySequence],
     tokens alone: the other labelled tokens are random notes or format the copy does not need."""
     items = []
     for seq in sequences:
-        row = tokenizer(seq.text, return_offsets_mapping=True, add_special_tokens=False)
-        mask = [a >= seq.start and _overlaps(a, b, seq.copied) for a, b in row["offset_mapping"]]
-        packed = PackedSequence(list(row["input_ids"]), [], mask, [None] * len(mask), (0,))
+        ids, _, copied = _tokens(tokenizer, seq)
+        packed = PackedSequence(ids, [], copied, [None] * len(ids), (0,))
         items.append(TrainSequence(packed, {}, budget))
     return items
