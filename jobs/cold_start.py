@@ -20,9 +20,13 @@ the first turns', `cold_start.answer_turns_per_step` in every step of the epochs
 (train sequences with labels on the digits of their notes' frame labels alone, the `19` of
 `A 19:` after the first turn, copied from the tool result just above:
 `vrt_ray.sft.frame_label_sequence`) come the same way after the answer turns':
-`cold_start.copy_turn_steps` and `cold_start.copy_turns_per_step`. The held-out loss is
-reported per token class, per turn (`turn_1`, ..., `answer`) and on the frame labels' digits
-(`frame_labels`).
+`cold_start.copy_turn_steps` and `cold_start.copy_turns_per_step`. Text-only copying
+sequences (`vrt_ray/copy_corpus.py`, of `warmup.copy_kinds`, labelled on the copied tokens) join
+every step, `cold_start.copying_per_step` of them carrying `cold_start.copying_share` of its loss
+(0: as many tokens as they label), so what the warm-up's copying phase taught is kept. The
+held-out loss is reported per token class, per turn (`turn_1`, ..., `answer`), on the frame
+labels' digits (`frame_labels`), and on the copied tokens of 64 held-out copying sequences
+(`copy_frames`, ...).
 """
 from __future__ import annotations
 
@@ -42,19 +46,23 @@ from actors.learner import LearnerGroup
 from jobs.grpo import start_ray
 from vrt_ray.data import PreferencePair
 from vrt_ray.data.loaders import load_pairs
+from vrt_ray.copy_batches import copying_mixer, held_out_copying
 from vrt_ray.errors import VrtError
 from vrt_ray.frame_cache import FrameCache
 from vrt_ray.judge import frame_counts
 from vrt_ray.learner_core import TrainSequence, train_sequences
 from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_processor
-from vrt_ray.preset import load_preset
+from vrt_ray.preset import Preset, load_preset
 from vrt_ray.protocol import Budgets
 from vrt_ray.sft import (add_slip, check_initial_view, frame_label_digits, frame_label_sequence,
                          trace_trajectory)
 from vrt_ray.token_loss import TokenClasses, loss_by_class, loss_by_label, turn_labels
 from vrt_ray.tracking import Tracker
 from vrt_ray.trajectory import Trajectory
+
+
+HELD_OUT_COPIES = 64  # copying sequences scored with the held-out loss
 
 
 def read_traces(cfg: DictConfig) -> List[dict]:
@@ -209,6 +217,20 @@ def held_out_items(cfg: DictConfig, model_dir: str,
     return items, turns
 
 
+def copy_held_out(cfg: DictConfig, tokenizer, preset: Preset,
+                  pixels: PixelBudget) -> Tuple[List[TrainSequence], List[Dict[int, str]]]:
+    """The run's held-out copying sequences (`warmup.copy_kinds`), the same in every stage, and
+    their copied positions labelled `copy_<kind>`."""
+    return held_out_copying(tokenizer, preset, pixels, cfg.warmup.copy_kinds, HELD_OUT_COPIES,
+                            np.random.default_rng([cfg.seed, 6]))
+
+
+def copy_loss(learners: LearnerGroup, items: List[TrainSequence],
+              labels: List[Dict[int, str]]) -> Dict[str, float]:
+    """Mean loss on the copied tokens of `copy_held_out`'s sequences, per kind."""
+    return loss_by_label(items, learners.logprobs(items), labels)
+
+
 def eval_metrics(losses: Dict[str, float]) -> Dict[str, float]:
     """MLflow names of `held_out_loss`'s values: eval/loss, eval/loss_number, ..."""
     return {("eval/loss" if k == "all" else f"eval/loss_{k}"): v for k, v in losses.items()}
@@ -245,21 +267,24 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     tracker = Tracker(cfg, run_name=f"{cfg.name}-cold-start")
     pixels = PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend)
     learners = LearnerGroup(cfg.learner, model_dir, total_steps=total, pixels=pixels, lr=c.lr)
-    classes = TokenClasses(tokenizer)
+    classes, preset = TokenClasses(tokenizer), load_preset(cfg.protocol.preset)
+    copying = copy_held_out(cfg, tokenizer, preset, pixels)
+    mix = copying_mixer(tokenizer, preset, pixels, cfg.warmup.copy_kinds, c.copying_per_step,
+                        c.copying_share, np.random.default_rng([cfg.seed, 9]))
     status, step, losses = "FAILED", 0, []
     bar = tqdm(total=total, desc="cold start", unit="step")
 
     def train_step(items: List[TrainSequence], stage: str) -> None:
         nonlocal step
-        metrics, step = learners.train_sft(items), step + 1
+        metrics, step = learners.train_sft(mix(items)), step + 1
         tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step)
         bar.update(1)
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", stage=stage)
 
     def evaluate(epoch: int) -> None:
         if eval_items:
-            losses.append(held_out_loss(learners, eval_items, classes, eval_turns,
-                                        eval_frame_labels))
+            losses.append({**held_out_loss(learners, eval_items, classes, eval_turns,
+                                           eval_frame_labels), **copy_loss(learners, *copying)})
             tracker.log_metrics({**eval_metrics(losses[-1]), "epoch": epoch}, step)
 
     try:
@@ -296,11 +321,12 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
             + c.epochs * steps_per_epoch * c.answer_turns_per_step,
             "extra_copy_turns": c.copy_turn_steps * c.batch_size
             + c.epochs * steps_per_epoch * c.copy_turns_per_step,
+            "copying_sequences": total * c.copying_per_step,
             "slipped_traces": sum(any("slip" in t for t in trace["turns"]) for trace in train),
             "held_out_traces": len(held_out),
             # before, after the first-, answer- and copy-turn steps (when any), after each epoch
             "eval_loss": [l["all"] for l in losses],
-            # token classes, turns (turn_1, ..., answer), then frame_labels
+            # token classes, turns (turn_1, ..., answer), frame_labels, copy_<kind>
             "eval_loss_by_class": losses,
             "tracking_run_id": tracker.run_id,
             "model_version": tracker.model_version}

@@ -7,22 +7,24 @@ batch when set, else drawn alike with the captions. The captions of validation
 videos, and one restating sequence a validation pair, give a held-out loss before and after.
 With `warmup.copy_steps`, a copying phase comes first: that many steps of text-only copying
 sequences (vrt_ray/copy_corpus.py, `warmup.copy_kinds`) at `warmup.copy_lr`, labelled on the
-copied tokens alone, with a held-out loss per kind before and after."""
+copied tokens alone, with a held-out loss per kind before and after. With
+`warmup.copying_per_step`, that many fresh copying sequences join every caption step, carrying
+`warmup.copying_share` of its loss (0: as many tokens as they label)."""
 from __future__ import annotations
 
 import json
 import random
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from omegaconf import DictConfig
 from tqdm import trange
 
 from actors.learner import LearnerGroup
-from jobs.cold_start import eval_metrics
+from jobs.cold_start import copy_held_out, copy_loss, eval_metrics
 from jobs.grpo import start_ray
-from vrt_ray.copy_batches import draw, train_sequences
+from vrt_ray.copy_batches import copying_mixer, draw, train_sequences
 from vrt_ray.copy_corpus import random_pieces
 from vrt_ray.data.loaders import load_pairs
 from vrt_ray.errors import VrtError
@@ -49,11 +51,14 @@ def videos_of(pairs) -> set:
     return {str(Path(v).resolve()) for p in pairs for v in (p.video_a, p.video_b)}
 
 
-def held_out_loss(learners: LearnerGroup, items, classes: TokenClasses, fields) -> Dict:
+def held_out_loss(learners: LearnerGroup, items, classes: TokenClasses, fields,
+                  copies: Tuple[list, list]) -> Dict:
     """Mean loss per caption token: `all` and per token class, then per fact of the frame
-    (`colour`, `shape`, `position`, ...: vrt_ray/warmup.py)."""
+    (`colour`, `shape`, `position`, ...: vrt_ray/warmup.py); then on the copied tokens of the
+    held-out copying sequences `copies` (`copy_frames`, ...)."""
     values = learners.logprobs(items)
-    return {**loss_by_class(items, values, classes), **loss_by_label(items, values, fields)}
+    return {**loss_by_class(items, values, classes), **loss_by_label(items, values, fields),
+            **copy_loss(learners, *copies)}
 
 
 def copy_phase(cfg: DictConfig, model_dir: str, out: str, preset: Preset, pixels: PixelBudget,
@@ -63,16 +68,12 @@ def copy_phase(cfg: DictConfig, model_dir: str, out: str, preset: Preset, pixels
     w = cfg.warmup
     tokenizer = load_processor(model_dir).tokenizer
     pieces = random_pieces(tokenizer)
-    sequences = draw(np.random.default_rng([cfg.seed, 6]), pieces, w.copy_kinds, HELD_OUT,
-                     preset)
-    held_out = train_sequences(tokenizer, sequences, pixels)
-    kinds = [{p: seq.kind for p, a in enumerate(item.seq.action_mask) if a}
-             for item, seq in zip(held_out, sequences)]
+    held_out, kinds = copy_held_out(cfg, tokenizer, preset, pixels)
     rng = np.random.default_rng([cfg.seed, 5])
     learners = LearnerGroup(cfg.learner, model_dir, total_steps=w.copy_steps, pixels=pixels,
                             lr=w.copy_lr)
     try:
-        losses = [loss_by_label(held_out, learners.logprobs(held_out), kinds)]
+        losses = [copy_loss(learners, held_out, kinds)]
         bar = trange(w.copy_steps, desc="copying", unit="step")
         for step in bar:
             batch = train_sequences(
@@ -80,11 +81,11 @@ def copy_phase(cfg: DictConfig, model_dir: str, out: str, preset: Preset, pixels
             metrics = learners.train_sft(batch)
             tracker.log_metrics({f"copy/{k}": v for k, v in metrics.items()}, step + 1)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}")
-        losses.append(loss_by_label(held_out, learners.logprobs(held_out), kinds))
+        losses.append(copy_loss(learners, held_out, kinds))
         learners.save(out)
     finally:
         learners.shutdown()
-    tracker.log_metrics({f"eval/copy_loss_{k}": v for k, v in losses[-1].items()}, w.copy_steps)
+    tracker.log_metrics(eval_metrics(losses[-1]), w.copy_steps)
     return {"model": out, "steps": w.copy_steps, "eval_loss": losses}
 
 
@@ -125,6 +126,7 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     rng, losses, status, copying = random.Random(cfg.seed), [], "FAILED", None
     learners = None
     classes = TokenClasses(processor.tokenizer)
+    copies = copy_held_out(cfg, processor.tokenizer, preset, pixels)
     try:
         if w.copy_steps:
             copying = copy_phase(cfg, model_dir, f"{out}_copying", preset, pixels, tracker)
@@ -132,15 +134,17 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
                                 total_steps=w.steps, pixels=pixels, lr=w.lr)
         learners.preload(described + restating)  # steps draw at random: decode each video once
         if held_out:
-            losses.append(held_out_loss(learners, held_out, classes, fields))
+            losses.append(held_out_loss(learners, held_out, classes, fields, copies))
+        mix = copying_mixer(processor.tokenizer, preset, pixels, w.copy_kinds, w.copying_per_step,
+                            w.copying_share, np.random.default_rng([cfg.seed, 8]))
         bar = trange(w.steps, desc="warm-up", unit="step")
         for step in bar:
-            metrics = learners.train_sft(warmup_batch(described, restating, w.batch_size,
-                                                      w.restate_share, rng))
+            metrics = learners.train_sft(mix(warmup_batch(described, restating, w.batch_size,
+                                                          w.restate_share, rng)))
             tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step + 1)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}")
         if held_out:
-            losses.append(held_out_loss(learners, held_out, classes, fields))
+            losses.append(held_out_loss(learners, held_out, classes, fields, copies))
             tracker.log_metrics({"eval/loss_before": losses[0]["all"], **eval_metrics(losses[-1])},
                                 w.steps)
         learners.save(out)

@@ -151,6 +151,25 @@ def test_copy_turns_label_frame_labels_alone_and_the_held_out_loss_reports_them(
     assert summary["extra_first_turns"] == summary["extra_answer_turns"] == 0
 
 
+def test_copying_sequences_join_every_step_with_their_share_of_the_loss(setup, monkeypatch):
+    from jobs import cold_start
+
+    root, model = setup
+    steps = _record_steps(monkeypatch, lambda s: s)
+    cfg = _cfg(root, model, "cold_start.epochs=1", "cold_start.slip_rate=0",
+               "cold_start.copying_per_step=3", "cold_start.copying_share=0.5")
+    summary = cold_start.main(cfg, out=str(root / "copying"))
+    assert len(steps) == summary["steps"] and summary["copying_sequences"] == 3 * len(steps)
+    for step in steps:
+        copies = [s for s in step if not s.videos]  # text-only: the copying sequences
+        assert len(copies) == 3 and step[-3:] == copies
+        tokens = [sum(s.seq.action_mask) * s.loss_weight for s in step]
+        assert sum(tokens[-3:]) / sum(tokens) == pytest.approx(0.5)
+    before, after = summary["eval_loss_by_class"]
+    assert {"copy_frames", "copy_prompt", "copy_repeat"} <= set(before) & set(after)
+    assert after["copy_prompt"] < before["copy_prompt"]
+
+
 def test_answer_turns_need_a_trace_that_answers():
     from jobs.cold_start import answer_turns
     from vrt_ray.errors import VrtError

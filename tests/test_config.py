@@ -76,6 +76,10 @@ BAD = [
     (["warmup.copy_kinds=[frames,words]"], "warmup.copy_kinds", "frames, prompt, repeat"),
     (["warmup.copy_kinds=[]"], "warmup.copy_kinds", "non-empty"),
     (["warmup.copy_steps=-1"], "warmup.copy_steps", ">= 0"),
+    (["cold_start.copying_share=0.95"], "cold_start.copying_share", "<= 0.9"),
+    (["warmup.copying_per_step=-2"], "warmup.copying_per_step", ">= 0"),
+    (["cold_start.copying_per_step=4", "learner.zero_stage=3"], "cold_start.copying_per_step",
+     "zero_stage <= 2"),
 ]
 
 

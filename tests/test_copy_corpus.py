@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from vrt_ray.copy_batches import IGNORE, copy_measure, draw, encode
+from vrt_ray.copy_batches import (IGNORE, copy_measure, copying_mixer, draw, encode,
+                                  held_out_copying, train_sequences, with_share)
+from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.copy_corpus import GENERATORS, random_pieces
 from vrt_ray.models import load_processor
 from vrt_ray.preset import load_preset
@@ -123,3 +125,41 @@ def test_a_preset_without_frame_numbers_is_refused_for_frame_copies(pieces):
 
     with pytest.raises(VrtError, match="frame_label"):
         GENERATORS["frames"](np.random.default_rng(0), pieces, load_preset("vr_thinker"))
+
+
+def weighted_tokens(items):
+    return sum(sum(it.seq.action_mask) * it.loss_weight for it in items)
+
+
+def test_mixed_in_copies_carry_their_share_of_the_loss(tokenizer, pieces, preset):
+    budget = PixelBudget(3136, 12544)
+    step = train_sequences(tokenizer, draw(np.random.default_rng(1), pieces, ["prompt"], 6,
+                                           preset), budget)
+    extra = train_sequences(tokenizer, draw(np.random.default_rng(2), pieces, ["frames"], 3,
+                                            preset), budget)
+    mixed = with_share(step, extra, 0.25)
+    assert mixed[:6] == step and all(it.loss_weight == 1.0 for it in step)
+    assert weighted_tokens(mixed[6:]) / weighted_tokens(mixed) == pytest.approx(0.25)
+    assert with_share(step, extra, 0.0) == [*step, *extra]  # share 0: by their own tokens
+
+
+def test_the_mixer_adds_fresh_copies_each_step_and_nothing_at_zero(tokenizer, pieces, preset):
+    budget = PixelBudget(3136, 12544)
+    step = held_out_copying(tokenizer, preset, budget, ["prompt"], 4,
+                            np.random.default_rng(3))[0]
+    assert copying_mixer(tokenizer, preset, budget, ["frames"], 0, 0.5,
+                         np.random.default_rng(0))(step) == step
+    mix = copying_mixer(tokenizer, preset, budget, ["frames", "prompt"], 2, 0.5,
+                        np.random.default_rng(0))
+    first, second = mix(step)[4:], mix(step)[4:]
+    assert len(first) == len(second) == 2
+    assert first[0].seq.input_ids != second[0].seq.input_ids
+    assert weighted_tokens(first) / weighted_tokens(mix(step)) == pytest.approx(0.5)
+
+
+def test_held_out_copies_label_each_copied_position_with_its_kind(tokenizer, pieces, preset):
+    items, labels = held_out_copying(tokenizer, preset, PixelBudget(3136, 12544),
+                                     ["frames", "prompt"], 4, np.random.default_rng(5))
+    assert [set(l.values()) for l in labels] == [{"copy_frames"}, {"copy_prompt"}] * 2
+    assert [sorted(l) for l in labels] == [[p for p, a in enumerate(it.seq.action_mask) if a]
+                                           for it in items]

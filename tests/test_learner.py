@@ -58,6 +58,8 @@ def test_make_shards_keep_global_totals_and_indices():
     assert all(s.total_action_tokens == 3 + 1 + 2 and s.total_sequences == 3 for s in shards)
     real = sorted(s.indices[i] for s in shards for g in s.micro_batches for i, w in g if w)
     assert real == [0, 1, 2]  # every sequence counted exactly once
+    weighted = make_shards([dataclasses.replace(items[0], loss_weight=2.5), *items[1:]], 2, 8)
+    assert all(s.total_action_tokens == 3 * 2.5 + 1 + 2 for s in weighted)
 
 
 # ---- trajectories on the tiny model --------------------------------------------------------
@@ -122,6 +124,20 @@ def test_labels_are_only_the_assistants_own_tokens(items, tiny_model_dir):
     n_images = sum(t == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
                    for t in packed.seq.input_ids)
     assert n_images > 0
+
+
+def test_a_text_only_sequence_scores_as_a_plain_forward_on_its_ids(tiny_model_dir):
+    """Text-only sequences go in as embeddings plus the vision tower's zero anchor: the
+    log-probs are those of the plain forward on their ids."""
+    model, processor = load_policy(tiny_model_dir), load_processor(tiny_model_dir)
+    item = TrainSequence(PackedSequence(list(range(100, 140)), [], [True] * 40, [None] * 40,
+                                        (0,)), {}, PIXELS)
+    with torch.no_grad():
+        ours = sequence_logprobs(model, processor, item)
+        logits = model(input_ids=torch.tensor([item.seq.input_ids])).logits[0]
+    plain = torch.log_softmax(logits[:-1].float(), -1).gather(
+        -1, torch.tensor(item.seq.input_ids[1:])[:, None])[:, 0]
+    assert ours[0] == 0 and torch.allclose(ours[1:], plain, atol=1e-5)
 
 
 def test_action_only_scoring_equals_the_full_pass_on_action_tokens(items, tiny_model_dir):
@@ -287,6 +303,28 @@ def test_sft_steps_lower_the_loss_on_their_sequences(group, items, tiny_model_di
     losses = [first["loss"]] + [group.train_sft(items)["loss"] for _ in range(3)]
     print(f"sft losses: {[round(l, 3) for l in losses]}")
     assert losses[-1] < losses[0] - 0.05
+
+
+def test_a_sequence_of_loss_weight_2_steps_as_two_copies_of_it(group, items, tiny_model_dir):
+    state = group.weights()
+    expected_norm = whole_batch_sft_grad_norm(state, tiny_model_dir, [items[0], *items])
+    assert expected_norm != pytest.approx(whole_batch_sft_grad_norm(state, tiny_model_dir, items),
+                                          rel=2e-3)  # the weight changes the step
+    weighted = [dataclasses.replace(items[0], loss_weight=2.0), *items[1:]]
+    assert group.train_sft(weighted)["grad_norm"] == pytest.approx(expected_norm, rel=1e-3)
+
+
+def test_a_text_only_micro_batch_steps_beside_image_ones(group, items, tiny_model_dir):
+    """A batch that puts a text-only sequence (a copying sequence's kind) in its own
+    micro-batch on one rank while the other rank runs an image sequence: the ranks' gradients
+    still add up to the whole batch's, and they stay identical."""
+    batch = [fake(40), *items[:3]]
+    assert any(not any(shard.items[i].seq.visuals for i, _ in group_)
+               for shard in make_shards(batch, 2, 256) for group_ in shard.micro_batches)
+    expected_norm = whole_batch_sft_grad_norm(group.weights(), tiny_model_dir, batch)
+    assert group.train_sft(batch)["grad_norm"] == pytest.approx(expected_norm, rel=1e-3)
+    r0, r1 = rank_weights(group)
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
 
 
 def with_engine_logprobs(items, logprobs):

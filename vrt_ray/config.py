@@ -179,6 +179,8 @@ class WarmupConfig:
     copy_steps: int = _ge(0, 0)  # text-only copying steps before the captions (copy_corpus.py)
     copy_lr: float = _gt(1e-3, 0.0)
     copy_kinds: List[str] = field(default_factory=lambda: list(COPY_KINDS))
+    copying_per_step: int = _ge(0, 0)  # copying sequences (copy_kinds) added to each step
+    copying_share: float = _range(0.0, 0.0, 0.9)  # their share of a step's loss (0: by tokens)
 
 
 @dataclass
@@ -198,6 +200,8 @@ class ColdStartConfig:
     answer_turns_per_step: int = _ge(0, 0)  # answer turns added to each step of the epochs
     copy_turn_steps: int = _ge(0, 0)  # steps of frame-label copies alone, after the answers'
     copy_turns_per_step: int = _ge(0, 0)  # frame-label copies added to each step of the epochs
+    copying_per_step: int = _ge(0, 0)  # copying sequences (warmup.copy_kinds) added to each step
+    copying_share: float = _range(0.0, 0.0, 0.9)  # their share of a step's loss (0: by tokens)
 
 
 @dataclass
@@ -419,6 +423,11 @@ def _check_rules(cfg: DictConfig) -> None:
     if not copy_kinds or set(copy_kinds) - set(COPY_KINDS):
         raise ConfigError(f"warmup.copy_kinds = {copy_kinds}: must be a non-empty list of "
                           f"{', '.join(COPY_KINDS)}")
+    for key in ("warmup", "cold_start"):
+        if cfg[key].copying_per_step and cfg.learner.zero_stage == 3:
+            raise ConfigError(f"{key}.copying_per_step = {cfg[key].copying_per_step}: text-only "
+                              "copying sequences beside image ones need learner.zero_stage <= 2 "
+                              "(ZeRO-3 gathers each module in the order the ranks run them)")
     kinds = list(cfg.cold_start.slip_kinds)
     if not kinds or set(kinds) - {"cut", "range"}:
         raise ConfigError(f"cold_start.slip_kinds = {kinds}: must be a non-empty list of "

@@ -1,14 +1,15 @@
 """Copying sequences (vrt_ray.copy_corpus) as model inputs: tokenized batches with labels and
 a mask of the copied tokens, the held-out measure (loss and greedy agreement per kind), and
-learner items for the warm-up's copying phase."""
+learner items for the warm-up's copying phase and for steps that mix them in."""
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from dataclasses import replace
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from vrt_ray.copy_corpus import GENERATORS, CopySequence
+from vrt_ray.copy_corpus import GENERATORS, CopySequence, random_pieces
 from vrt_ray.learner_core import TrainSequence
 from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.preset import Preset
@@ -91,3 +92,38 @@ def train_sequences(tokenizer, sequences: Sequence[CopySequence],
         packed = PackedSequence(ids, [], copied, [None] * len(ids), (0,))
         items.append(TrainSequence(packed, {}, budget))
     return items
+
+
+def with_share(items: Sequence[TrainSequence], extra: Sequence[TrainSequence],
+               share: float) -> List[TrainSequence]:
+    """`items` then `extra`, the extra sequences weighted (`loss_weight`) to carry `share` of the
+    step's SFT loss; at share 0 every action token counts once."""
+    ours = sum(sum(it.seq.action_mask) for it in extra)
+    theirs = sum(sum(it.seq.action_mask) * it.loss_weight for it in items)
+    if not share or not ours or not theirs:
+        return [*items, *extra]
+    weight = share * theirs / ((1 - share) * ours)
+    return [*items, *(replace(it, loss_weight=weight) for it in extra)]
+
+
+def copying_mixer(tokenizer, preset: Preset, budget: PixelBudget, kinds: Sequence[str],
+                  per_step: int, share: float, rng: np.random.Generator
+                  ) -> Callable[[List[TrainSequence]], List[TrainSequence]]:
+    """A step's sequences -> the same plus `per_step` fresh copying sequences of `kinds`,
+    carrying `share` of the step's loss (`with_share`); unchanged at `per_step` 0."""
+    if not per_step:
+        return list
+    pieces = random_pieces(tokenizer)
+    return lambda items: with_share(
+        items, train_sequences(tokenizer, draw(rng, pieces, kinds, per_step, preset), budget),
+        share)
+
+
+def held_out_copying(tokenizer, preset: Preset, budget: PixelBudget, kinds: Sequence[str], n: int,
+                     rng: np.random.Generator) -> Tuple[List[TrainSequence], List[Dict[int, str]]]:
+    """`n` copying sequences as learner items, and per item its copied positions labelled
+    `copy_<kind>` (for `loss_by_label`): how much of the copy a stage keeps."""
+    sequences = draw(rng, random_pieces(tokenizer), kinds, n, preset)
+    items = train_sequences(tokenizer, sequences, budget)
+    return items, [{p: f"copy_{seq.kind}" for p, a in enumerate(item.seq.action_mask) if a}
+                   for item, seq in zip(items, sequences)]

@@ -25,6 +25,7 @@ class TrainSequence:
     seq: PackedSequence
     videos: Dict[str, str]
     budget: PixelBudget
+    loss_weight: float = 1.0  # SFT: each action token counts this many times in the step's mean
 
     def __len__(self) -> int:
         return len(self.seq.input_ids)
@@ -120,6 +121,10 @@ def _token_scores(model, processor, item: TrainSequence, temperature: float,
     else:
         scored = torch.arange(1, len(ids), device=device)
     out = torch.zeros(len(ids), device=device)
+    if not images and not videos and hasattr(model, "get_image_features"):
+        # embeddings, then the vision tower, then the layers: the order of an image's forward
+        embeds = model.get_input_embeddings()(inputs.pop("input_ids"))
+        inputs["inputs_embeds"] = embeds + vision_anchor(model)
     entropy = torch.zeros(len(ids), device=device) if with_entropy else None
     # The forward runs even with nothing to score: ranks stay in step (ZeRO-3 gathers) and the
     # result stays on the graph.
@@ -200,21 +205,41 @@ def sft_labels(item: TrainSequence) -> List[int]:
     return labels(item.seq)
 
 
+def vision_anchor(model) -> torch.Tensor:
+    """0 times the vision tower's output on one blank image of the smallest grid. A text-only
+    sequence's embeddings add it, so its forward and backward run the same modules in the same
+    order as an image sequence's: ranks that hold text-only and image sequences side by side
+    then reduce the same parameters' gradients in the same layout (DeepSpeed ZeRO's
+    collectives must match across ranks)."""
+    vision = model.config.vision_config
+    patch = vision.patch_size if isinstance(vision.patch_size, int) else vision.patch_size[0]
+    temporal = vision.temporal_patch_size if isinstance(vision.temporal_patch_size, int) \
+        else vision.temporal_patch_size[0]
+    merge = vision.spatial_merge_size
+    param = next(model.parameters())
+    pixels = torch.zeros(merge * merge, vision.in_channels * temporal * patch * patch,
+                         dtype=param.dtype, device=param.device)
+    grid = torch.tensor([[1, merge, merge]], device=param.device)
+    features = model.get_image_features(pixels, grid)
+    return 0.0 * sum(f.sum() for f in getattr(features, "pooler_output", features))
+
+
 def sft_loss_for(model, processor, items: Sequence[TrainSequence],
                  weights: Optional[Sequence[float]] = None,
                  cache: Optional[FrameCache] = None) -> Tuple[torch.Tensor, int]:
-    """Cross-entropy on action tokens only, mean over the micro-batch's action tokens; returns
-    (loss, number of action tokens). A sequence of weight 0 is scored but adds nothing."""
-    total, count = None, 0
+    """Cross-entropy on action tokens only, mean over the micro-batch's action tokens, each
+    counted `loss_weight` times; returns (loss, weighted number of action tokens). A sequence of
+    weight 0 is scored but adds nothing."""
+    total, count = None, 0.0
     weights = [1.0] * len(items) if weights is None else list(weights)
     for it, w in zip(items, weights):
         logprobs = sequence_logprobs(model, processor, it, cache=cache, action_only=True)
         mask = torch.tensor([l != IGNORE_INDEX for l in sft_labels(it)], device=logprobs.device)
         mask[0] = False  # nothing predicts the first token
         mask = mask & (w != 0)
-        nll = -(logprobs * mask).sum()
+        nll = -(logprobs * mask).sum() * it.loss_weight
         total = nll if total is None else total + nll
-        count += int(mask.sum())
+        count += int(mask.sum()) * it.loss_weight
     return total / max(count, 1), count
 
 @dataclass
@@ -229,7 +254,7 @@ class Shard:
     micro_batches: List[List[Tuple[int, float]]]
     advantages: List[float]
     ref_logprobs: Optional[List[Optional[List[float]]]]
-    total_action_tokens: int
+    total_action_tokens: float  # SFT: weighted by the items' loss_weight
     total_sequences: int
     world_size: int
 
@@ -241,7 +266,7 @@ def make_shards(items: Sequence[TrainSequence], world_size: int, max_tokens: int
     """The batch cut into `world_size` shards by `shard_plan`."""
     plans = shard_plan([len(it) for it in items], world_size, max_tokens, same_shape)
     advantages = [0.0] * len(items) if advantages is None else list(advantages)
-    total_tokens = sum(sum(it.seq.action_mask) for it in items)
+    total_tokens = sum(sum(it.seq.action_mask) * it.loss_weight for it in items)
     total_sequences = sum(1 for it in items if any(it.seq.action_mask))
     shards = []
     for plan in plans:
