@@ -44,9 +44,9 @@ from tqdm import tqdm
 
 from actors.learner import LearnerGroup
 from jobs.grpo import start_ray
+from vrt_ray.copy_batches import copying_mixer, held_out_copying
 from vrt_ray.data import PreferencePair
 from vrt_ray.data.loaders import load_pairs
-from vrt_ray.copy_batches import copying_mixer, held_out_copying
 from vrt_ray.errors import VrtError
 from vrt_ray.frame_cache import FrameCache
 from vrt_ray.judge import frame_counts
