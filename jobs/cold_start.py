@@ -45,6 +45,7 @@ from tqdm import tqdm
 from actors.learner import LearnerGroup
 from jobs.grpo import start_ray
 from vrt_ray.copy_batches import copying_mixer, held_out_copying
+from vrt_ray.copy_corpus import random_pieces
 from vrt_ray.data import PreferencePair
 from vrt_ray.data.loaders import load_pairs
 from vrt_ray.errors import VrtError
@@ -217,12 +218,12 @@ def held_out_items(cfg: DictConfig, model_dir: str,
     return items, turns
 
 
-def copy_held_out(cfg: DictConfig, tokenizer, preset: Preset,
+def copy_held_out(cfg: DictConfig, tokenizer, pieces: Sequence[str], preset: Preset,
                   pixels: PixelBudget) -> Tuple[List[TrainSequence], List[Dict[int, str]]]:
     """The run's held-out copying sequences (`warmup.copy_kinds`), the same in every stage, and
     their copied positions labelled `copy_<kind>`."""
-    return held_out_copying(tokenizer, preset, pixels, cfg.warmup.copy_kinds, HELD_OUT_COPIES,
-                            np.random.default_rng([cfg.seed, 6]))
+    return held_out_copying(tokenizer, pieces, preset, pixels, cfg.warmup.copy_kinds,
+                            HELD_OUT_COPIES, np.random.default_rng([cfg.seed, 6]))
 
 
 def copy_loss(learners: LearnerGroup, items: List[TrainSequence],
@@ -268,9 +269,10 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     pixels = PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend)
     learners = LearnerGroup(cfg.learner, model_dir, total_steps=total, pixels=pixels, lr=c.lr)
     classes, preset = TokenClasses(tokenizer), load_preset(cfg.protocol.preset)
-    copying = copy_held_out(cfg, tokenizer, preset, pixels)
-    mix = copying_mixer(tokenizer, preset, pixels, cfg.warmup.copy_kinds, c.copying_per_step,
-                        c.copying_share, np.random.default_rng([cfg.seed, 9]))
+    pieces = random_pieces(tokenizer)
+    copying = copy_held_out(cfg, tokenizer, pieces, preset, pixels)
+    mix = copying_mixer(tokenizer, pieces, preset, pixels, cfg.warmup.copy_kinds,
+                        c.copying_per_step, c.copying_share, np.random.default_rng([cfg.seed, 9]))
     status, step, losses = "FAILED", 0, []
     bar = tqdm(total=total, desc="cold start", unit="step")
 

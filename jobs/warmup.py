@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from omegaconf import DictConfig
@@ -61,14 +61,13 @@ def held_out_loss(learners: LearnerGroup, items, classes: TokenClasses, fields,
             **copy_loss(learners, *copies)}
 
 
-def copy_phase(cfg: DictConfig, model_dir: str, out: str, preset: Preset, pixels: PixelBudget,
+def copy_phase(cfg: DictConfig, model_dir: str, out: str, tokenizer, pieces: List[str],
+               copies: Tuple[list, list], preset: Preset, pixels: PixelBudget,
                tracker: Tracker) -> Dict:
-    """The copying phase: writes the model to `out`; returns it and the held-out loss on the
-    copied tokens per kind, before and after."""
+    """The copying phase (random runs from `pieces`): writes the model to `out`; returns it and
+    the held-out loss on the copied tokens of `copies` per kind, before and after."""
     w = cfg.warmup
-    tokenizer = load_processor(model_dir).tokenizer
-    pieces = random_pieces(tokenizer)
-    held_out, kinds = copy_held_out(cfg, tokenizer, preset, pixels)
+    held_out, kinds = copies
     rng = np.random.default_rng([cfg.seed, 5])
     learners = LearnerGroup(cfg.learner, model_dir, total_steps=w.copy_steps, pixels=pixels,
                             lr=w.copy_lr)
@@ -126,17 +125,20 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     rng, losses, status, copying = random.Random(cfg.seed), [], "FAILED", None
     learners = None
     classes = TokenClasses(processor.tokenizer)
-    copies = copy_held_out(cfg, processor.tokenizer, preset, pixels)
+    pieces = random_pieces(processor.tokenizer)
+    copies = copy_held_out(cfg, processor.tokenizer, pieces, preset, pixels)
     try:
         if w.copy_steps:
-            copying = copy_phase(cfg, model_dir, f"{out}_copying", preset, pixels, tracker)
+            copying = copy_phase(cfg, model_dir, f"{out}_copying", processor.tokenizer, pieces,
+                                 copies, preset, pixels, tracker)
         learners = LearnerGroup(cfg.learner, copying["model"] if copying else model_dir,
                                 total_steps=w.steps, pixels=pixels, lr=w.lr)
         learners.preload(described + restating)  # steps draw at random: decode each video once
         if held_out:
             losses.append(held_out_loss(learners, held_out, classes, fields, copies))
-        mix = copying_mixer(processor.tokenizer, preset, pixels, w.copy_kinds, w.copying_per_step,
-                            w.copying_share, np.random.default_rng([cfg.seed, 8]))
+        mix = copying_mixer(processor.tokenizer, pieces, preset, pixels, w.copy_kinds,
+                            w.copying_per_step, w.copying_share,
+                            np.random.default_rng([cfg.seed, 8]))
         bar = trange(w.steps, desc="warm-up", unit="step")
         for step in bar:
             metrics = learners.train_sft(mix(warmup_batch(described, restating, w.batch_size,

@@ -8,8 +8,8 @@ import torch
 
 from vrt_ray.copy_batches import (IGNORE, copy_measure, copying_mixer, draw, encode,
                                   held_out_copying, train_sequences, with_share)
-from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.copy_corpus import GENERATORS, random_pieces
+from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_processor
 from vrt_ray.preset import load_preset
 
@@ -145,20 +145,20 @@ def test_mixed_in_copies_carry_their_share_of_the_loss(tokenizer, pieces, preset
 
 def test_the_mixer_adds_fresh_copies_each_step_and_nothing_at_zero(tokenizer, pieces, preset):
     budget = PixelBudget(3136, 12544)
-    step = held_out_copying(tokenizer, preset, budget, ["prompt"], 4,
+    step = held_out_copying(tokenizer, pieces, preset, budget, ["prompt"], 4,
                             np.random.default_rng(3))[0]
-    assert copying_mixer(tokenizer, preset, budget, ["frames"], 0, 0.5,
+    assert copying_mixer(tokenizer, pieces, preset, budget, ["frames"], 0, 0.5,
                          np.random.default_rng(0))(step) == step
-    mix = copying_mixer(tokenizer, preset, budget, ["frames", "prompt"], 2, 0.5,
+    mix = copying_mixer(tokenizer, pieces, preset, budget, ["frames", "prompt"], 2, 0.3,
                         np.random.default_rng(0))
-    first, second = mix(step)[4:], mix(step)[4:]
-    assert len(first) == len(second) == 2
-    assert first[0].seq.input_ids != second[0].seq.input_ids
-    assert weighted_tokens(first) / weighted_tokens(mix(step)) == pytest.approx(0.5)
+    first, second = mix(step), mix(step)
+    assert first[:4] == step and len(first) == len(second) == 6
+    assert first[4].seq.input_ids != second[4].seq.input_ids
+    assert weighted_tokens(first[4:]) / weighted_tokens(first) == pytest.approx(0.3)
 
 
 def test_held_out_copies_label_each_copied_position_with_its_kind(tokenizer, pieces, preset):
-    items, labels = held_out_copying(tokenizer, preset, PixelBudget(3136, 12544),
+    items, labels = held_out_copying(tokenizer, pieces, preset, PixelBudget(3136, 12544),
                                      ["frames", "prompt"], 4, np.random.default_rng(5))
     assert [set(l.values()) for l in labels] == [{"copy_frames"}, {"copy_prompt"}] * 2
     assert [sorted(l) for l in labels] == [[p for p, a in enumerate(it.seq.action_mask) if a]

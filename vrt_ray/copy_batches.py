@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from vrt_ray.copy_corpus import GENERATORS, CopySequence, random_pieces
+from vrt_ray.copy_corpus import GENERATORS, CopySequence
 from vrt_ray.learner_core import TrainSequence
 from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.preset import Preset
@@ -106,24 +106,25 @@ def with_share(items: Sequence[TrainSequence], extra: Sequence[TrainSequence],
     return [*items, *(replace(it, loss_weight=weight) for it in extra)]
 
 
-def copying_mixer(tokenizer, preset: Preset, budget: PixelBudget, kinds: Sequence[str],
-                  per_step: int, share: float, rng: np.random.Generator
+def copying_mixer(tokenizer, pieces: Sequence[str], preset: Preset, budget: PixelBudget,
+                  kinds: Sequence[str], per_step: int, share: float, rng: np.random.Generator
                   ) -> Callable[[List[TrainSequence]], List[TrainSequence]]:
-    """A step's sequences -> the same plus `per_step` fresh copying sequences of `kinds`,
-    carrying `share` of the step's loss (`with_share`); unchanged at `per_step` 0."""
+    """A step's sequences -> the same plus `per_step` fresh copying sequences of `kinds`
+    (random runs from `pieces`: `random_pieces`), carrying `share` of the step's loss
+    (`with_share`); unchanged at `per_step` 0."""
     if not per_step:
         return list
-    pieces = random_pieces(tokenizer)
     return lambda items: with_share(
         items, train_sequences(tokenizer, draw(rng, pieces, kinds, per_step, preset), budget),
         share)
 
 
-def held_out_copying(tokenizer, preset: Preset, budget: PixelBudget, kinds: Sequence[str], n: int,
-                     rng: np.random.Generator) -> Tuple[List[TrainSequence], List[Dict[int, str]]]:
+def held_out_copying(tokenizer, pieces: Sequence[str], preset: Preset, budget: PixelBudget,
+                     kinds: Sequence[str], n: int, rng: np.random.Generator
+                     ) -> Tuple[List[TrainSequence], List[Dict[int, str]]]:
     """`n` copying sequences as learner items, and per item its copied positions labelled
     `copy_<kind>` (for `loss_by_label`): how much of the copy a stage keeps."""
-    sequences = draw(rng, random_pieces(tokenizer), kinds, n, preset)
+    sequences = draw(rng, pieces, kinds, n, preset)
     items = train_sequences(tokenizer, sequences, budget)
     return items, [{p: f"copy_{seq.kind}" for p, a in enumerate(item.seq.action_mask) if a}
                    for item, seq in zip(items, sequences)]

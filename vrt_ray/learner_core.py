@@ -226,7 +226,7 @@ def vision_anchor(model) -> torch.Tensor:
 
 def sft_loss_for(model, processor, items: Sequence[TrainSequence],
                  weights: Optional[Sequence[float]] = None,
-                 cache: Optional[FrameCache] = None) -> Tuple[torch.Tensor, int]:
+                 cache: Optional[FrameCache] = None) -> Tuple[torch.Tensor, float]:
     """Cross-entropy on action tokens only, mean over the micro-batch's action tokens, each
     counted `loss_weight` times; returns (loss, weighted number of action tokens). A sequence of
     weight 0 is scored but adds nothing."""
@@ -240,7 +240,7 @@ def sft_loss_for(model, processor, items: Sequence[TrainSequence],
         nll = -(logprobs * mask).sum() * it.loss_weight
         total = nll if total is None else total + nll
         count += int(mask.sum()) * it.loss_weight
-    return total / max(count, 1), count
+    return total / (count or 1.0), count  # a weighted count may lie below 1
 
 @dataclass
 class Shard:
