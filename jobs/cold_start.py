@@ -44,8 +44,9 @@ from tqdm import tqdm
 
 from actors.learner import LearnerGroup
 from jobs.grpo import start_ray
-from vrt_ray.copy_batches import copying_mixer, held_out_copying
-from vrt_ray.copy_corpus import random_pieces
+from vrt_ray.copy_batches import CopySource, copying_mixer, held_out_copying
+from vrt_ray.copy_corpus import FRAME_IMAGES, random_pieces
+from vrt_ray.copy_images import FrameImageCopies
 from vrt_ray.data import PreferencePair
 from vrt_ray.data.loaders import load_pairs
 from vrt_ray.errors import VrtError
@@ -218,12 +219,24 @@ def held_out_items(cfg: DictConfig, model_dir: str,
     return items, turns
 
 
-def copy_held_out(cfg: DictConfig, tokenizer, pieces: Sequence[str], preset: Preset,
-                  pixels: PixelBudget) -> Tuple[List[TrainSequence], List[Dict[int, str]]]:
+def copy_source(cfg: DictConfig, processor, preset: Preset, pixels: PixelBudget,
+                pairs: Sequence[PreferencePair]) -> CopySource:
+    """The run's copying sequences: random runs from the vocabulary and, when
+    `warmup.copy_kinds` has `frame_images`, the frames of `pairs`' videos."""
+    images = FrameImageCopies(processor, preset, pixels,
+                              [v for p in pairs for v in (p.video_a, p.video_b)],
+                              FrameCache(cfg.video.cache_mb << 20)) \
+        if FRAME_IMAGES in cfg.warmup.copy_kinds else None
+    return CopySource(processor.tokenizer, random_pieces(processor.tokenizer), preset, pixels,
+                      images)
+
+
+def copy_held_out(cfg: DictConfig, source: CopySource
+                  ) -> Tuple[List[TrainSequence], List[Dict[int, str]]]:
     """The run's held-out copying sequences (`warmup.copy_kinds`), the same in every stage, and
     their copied positions labelled `copy_<kind>`."""
-    return held_out_copying(tokenizer, pieces, preset, pixels, cfg.warmup.copy_kinds,
-                            HELD_OUT_COPIES, np.random.default_rng([cfg.seed, 6]))
+    return held_out_copying(source, cfg.warmup.copy_kinds, HELD_OUT_COPIES,
+                            np.random.default_rng([cfg.seed, 6]))
 
 
 def copy_loss(learners: LearnerGroup, items: List[TrainSequence],
@@ -256,7 +269,8 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
         if c.epochs or focus_answers or focus_copies else []
     answers = seeded_cycle(answer_turns(train, train_samples), cfg.seed + 1) \
         if focus_answers else iter(())
-    tokenizer = load_processor(model_dir).tokenizer
+    processor = load_processor(model_dir, cfg.video.min_pixels, cfg.video.max_pixels)
+    tokenizer = processor.tokenizer
     copies = seeded_cycle(copy_turns(train_samples, tokenizer), cfg.seed + 2) \
         if focus_copies else iter(())
     eval_items, eval_turns = held_out_items(cfg, model_dir, held_out)
@@ -269,10 +283,12 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     pixels = PixelBudget(cfg.video.min_pixels, cfg.video.max_pixels, cfg.video.backend)
     learners = LearnerGroup(cfg.learner, model_dir, total_steps=total, pixels=pixels, lr=c.lr)
     classes, preset = TokenClasses(tokenizer), load_preset(cfg.protocol.preset)
-    pieces = random_pieces(tokenizer)
-    copying = copy_held_out(cfg, tokenizer, pieces, preset, pixels)
-    mix = copying_mixer(tokenizer, pieces, preset, pixels, cfg.warmup.copy_kinds,
-                        c.copying_per_step, c.copying_share, np.random.default_rng([cfg.seed, 9]))
+    pairs = pairs_by_id(cfg)
+    source = copy_source(cfg, processor, preset, pixels,
+                         [pairs[t["pair_id"]] for t in train if t["pair_id"] in pairs])
+    copying = copy_held_out(cfg, source)
+    mix = copying_mixer(source, cfg.warmup.copy_kinds, c.copying_per_step, c.copying_share,
+                        np.random.default_rng([cfg.seed, 9]))
     status, step, losses = "FAILED", 0, []
     bar = tqdm(total=total, desc="cold start", unit="step")
 

@@ -22,16 +22,15 @@ from omegaconf import DictConfig
 from tqdm import trange
 
 from actors.learner import LearnerGroup
-from jobs.cold_start import copy_held_out, copy_loss, eval_metrics
+from jobs.cold_start import copy_held_out, copy_loss, copy_source, eval_metrics
 from jobs.grpo import start_ray
-from vrt_ray.copy_batches import copying_mixer, draw, train_sequences
-from vrt_ray.copy_corpus import random_pieces
+from vrt_ray.copy_batches import CopySource, copying_mixer
 from vrt_ray.data.loaders import load_pairs
 from vrt_ray.errors import VrtError
 from vrt_ray.frame_cache import FrameCache
 from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_processor
-from vrt_ray.preset import Preset, load_preset
+from vrt_ray.preset import load_preset
 from vrt_ray.protocol import Budgets
 from vrt_ray.token_loss import TokenClasses, loss_by_class, loss_by_label
 from vrt_ray.tracking import Tracker
@@ -61,10 +60,9 @@ def held_out_loss(learners: LearnerGroup, items, classes: TokenClasses, fields,
             **copy_loss(learners, *copies)}
 
 
-def copy_phase(cfg: DictConfig, model_dir: str, out: str, tokenizer, pieces: List[str],
-               copies: Tuple[list, list], preset: Preset, pixels: PixelBudget,
-               tracker: Tracker) -> Dict:
-    """The copying phase (random runs from `pieces`): writes the model to `out`; returns it and
+def copy_phase(cfg: DictConfig, model_dir: str, out: str, source: CopySource,
+               copies: Tuple[list, list], pixels: PixelBudget, tracker: Tracker) -> Dict:
+    """The copying phase (sequences from `source`): writes the model to `out`; returns it and
     the held-out loss on the copied tokens of `copies` per kind, before and after."""
     w = cfg.warmup
     held_out, kinds = copies
@@ -75,9 +73,7 @@ def copy_phase(cfg: DictConfig, model_dir: str, out: str, tokenizer, pieces: Lis
         losses = [copy_loss(learners, held_out, kinds)]
         bar = trange(w.copy_steps, desc="copying", unit="step")
         for step in bar:
-            batch = train_sequences(
-                tokenizer, draw(rng, pieces, w.copy_kinds, w.batch_size, preset), pixels)
-            metrics = learners.train_sft(batch)
+            metrics = learners.train_sft(source.items(w.copy_kinds, w.batch_size, rng)[0])
             tracker.log_metrics({f"copy/{k}": v for k, v in metrics.items()}, step + 1)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}")
         losses.append(copy_loss(learners, held_out, kinds))
@@ -125,19 +121,18 @@ def main(cfg: DictConfig, model_dir: Optional[str] = None, out: Optional[str] = 
     rng, losses, status, copying = random.Random(cfg.seed), [], "FAILED", None
     learners = None
     classes = TokenClasses(processor.tokenizer)
-    pieces = random_pieces(processor.tokenizer)
-    copies = copy_held_out(cfg, processor.tokenizer, pieces, preset, pixels)
+    source = copy_source(cfg, processor, preset, pixels, train_pairs)
+    copies = copy_held_out(cfg, source)
     try:
         if w.copy_steps:
-            copying = copy_phase(cfg, model_dir, f"{out}_copying", processor.tokenizer, pieces,
-                                 copies, preset, pixels, tracker)
+            copying = copy_phase(cfg, model_dir, f"{out}_copying", source, copies, pixels,
+                                 tracker)
         learners = LearnerGroup(cfg.learner, copying["model"] if copying else model_dir,
                                 total_steps=w.steps, pixels=pixels, lr=w.lr)
         learners.preload(described + restating)  # steps draw at random: decode each video once
         if held_out:
             losses.append(held_out_loss(learners, held_out, classes, fields, copies))
-        mix = copying_mixer(processor.tokenizer, pieces, preset, pixels, w.copy_kinds,
-                            w.copying_per_step, w.copying_share,
+        mix = copying_mixer(source, w.copy_kinds, w.copying_per_step, w.copying_share,
                             np.random.default_rng([cfg.seed, 8]))
         bar = trange(w.steps, desc="warm-up", unit="step")
         for step in bar:

@@ -157,16 +157,17 @@ def test_copying_sequences_join_every_step_with_their_share_of_the_loss(setup, m
     root, model = setup
     steps = _record_steps(monkeypatch, lambda s: s)
     cfg = _cfg(root, model, "cold_start.epochs=1", "cold_start.slip_rate=0",
-               "cold_start.copying_per_step=3", "cold_start.copying_share=0.5")
+               "cold_start.copying_per_step=3", "cold_start.copying_share=0.5",
+               "warmup.copy_kinds=[prompt,frame_images]")
     summary = cold_start.main(cfg, out=str(root / "copying"))
     assert len(steps) == summary["steps"] and summary["copying_sequences"] == 3 * len(steps)
-    for step in steps:
-        copies = [s for s in step if not s.videos]  # text-only: the copying sequences
-        assert len(copies) == 3 and step[-3:] == copies
+    for step in steps:  # the traces' sequences, then a prompt, frames and a prompt copied
+        assert all(s.loss_weight == 1.0 and s.seq.visuals for s in step[:-3])
+        assert [bool(s.seq.visuals) for s in step[-3:]] == [False, True, False]
         tokens = [sum(s.seq.action_mask) * s.loss_weight for s in step]
         assert sum(tokens[-3:]) / sum(tokens) == pytest.approx(0.5)
     before, after = summary["eval_loss_by_class"]
-    assert {"copy_frames", "copy_prompt", "copy_repeat"} <= set(before) & set(after)
+    assert {"copy_prompt", "copy_frame_images"} <= set(before) & set(after)
     assert after["copy_prompt"] < before["copy_prompt"]
 
 

@@ -73,7 +73,8 @@ BAD = [
     (["cold_start.slip_kinds=[cut,typo]"], "cold_start.slip_kinds", "list of cut, range"),
     (["cold_start.slip_kinds=[]"], "cold_start.slip_kinds", "non-empty"),
     (["warmup.restate_share=1.5", "warmup.restate_per_pair=2"], "warmup.restate_share", "<= 1"),
-    (["warmup.copy_kinds=[frames,words]"], "warmup.copy_kinds", "frames, prompt, repeat"),
+    (["warmup.copy_kinds=[frames,words]"], "warmup.copy_kinds",
+     "frames, prompt, repeat, frame_images"),
     (["warmup.copy_kinds=[]"], "warmup.copy_kinds", "non-empty"),
     (["warmup.copy_steps=-1"], "warmup.copy_steps", ">= 0"),
     (["cold_start.copying_share=0.95"], "cold_start.copying_share", "<= 0.9"),
@@ -91,6 +92,12 @@ def test_bad_value_is_one_line_naming_key_and_what_is_allowed(overrides, key, al
     assert "\n" not in message
     assert message.startswith(key) or f"'{key}'" in message
     assert allowed in message
+
+
+def test_copies_over_frames_alone_need_no_text_only_sequences_beside_zero3():
+    cfg = config.load("tiny_cpu", ["warmup.copy_kinds=[frame_images]", "learner.zero_stage=3",
+                                   "cold_start.copying_per_step=4"])
+    assert list(cfg.warmup.copy_kinds) == ["frame_images"]
 
 
 def test_unknown_key_in_file_names_the_file(tmp_path):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from vrt_ray.copy_batches import (IGNORE, copy_measure, copying_mixer, draw, encode,
-                                  held_out_copying, train_sequences, with_share)
+from vrt_ray.copy_batches import (IGNORE, CopySource, copy_measure, copying_mixer, draw,
+                                  encode, held_out_copying, train_sequences, with_share)
 from vrt_ray.copy_corpus import GENERATORS, random_pieces
 from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.models import load_processor
@@ -144,13 +144,10 @@ def test_mixed_in_copies_carry_their_share_of_the_loss(tokenizer, pieces, preset
 
 
 def test_the_mixer_adds_fresh_copies_each_step_and_nothing_at_zero(tokenizer, pieces, preset):
-    budget = PixelBudget(3136, 12544)
-    step = held_out_copying(tokenizer, pieces, preset, budget, ["prompt"], 4,
-                            np.random.default_rng(3))[0]
-    assert copying_mixer(tokenizer, pieces, preset, budget, ["frames"], 0, 0.5,
-                         np.random.default_rng(0))(step) == step
-    mix = copying_mixer(tokenizer, pieces, preset, budget, ["frames", "prompt"], 2, 0.3,
-                        np.random.default_rng(0))
+    source = CopySource(tokenizer, pieces, preset, PixelBudget(3136, 12544))
+    step = held_out_copying(source, ["prompt"], 4, np.random.default_rng(3))[0]
+    assert copying_mixer(source, ["frames"], 0, 0.5, np.random.default_rng(0))(step) == step
+    mix = copying_mixer(source, ["frames", "prompt"], 2, 0.3, np.random.default_rng(0))
     first, second = mix(step), mix(step)
     assert first[:4] == step and len(first) == len(second) == 6
     assert first[4].seq.input_ids != second[4].seq.input_ids
@@ -158,7 +155,8 @@ def test_the_mixer_adds_fresh_copies_each_step_and_nothing_at_zero(tokenizer, pi
 
 
 def test_held_out_copies_label_each_copied_position_with_its_kind(tokenizer, pieces, preset):
-    items, labels = held_out_copying(tokenizer, pieces, preset, PixelBudget(3136, 12544),
+    items, labels = held_out_copying(CopySource(tokenizer, pieces, preset,
+                                                PixelBudget(3136, 12544)),
                                      ["frames", "prompt"], 4, np.random.default_rng(5))
     assert [set(l.values()) for l in labels] == [{"copy_frames"}, {"copy_prompt"}] * 2
     assert [sorted(l) for l in labels] == [[p for p, a in enumerate(it.seq.action_mask) if a]

@@ -117,17 +117,17 @@ def test_a_copying_phase_trains_on_the_copied_tokens_before_the_captions(data, t
 
     summary = warmup.main(config.load("tiny_cpu", stage_overrides(
         data, tiny_model_dir, "warmup.steps=2", "warmup.batch_size=8", "warmup.copy_steps=30",
-        "warmup.copy_kinds=[frames,prompt]", "warmup.copying_per_step=2")))
+        "warmup.copy_kinds=[frames,prompt,frame_images]", "warmup.copying_per_step=2")))
     copying = summary["copying"]
     assert copying["steps"] == 30 and (Path(copying["model"]) / "config.json").is_file()
     before, after = copying["eval_loss"]
-    assert list(before) == list(after) == ["copy_frames", "copy_prompt"]
+    assert list(before) == list(after) == ["copy_frames", "copy_prompt", "copy_frame_images"]
     assert all(after[k] < before[k] for k in before)  # a random model's copied tokens cost ln V
     assert Path(summary["model"]) != Path(copying["model"])
     # the captions' held-out loss then measures the same copies, from where the phase left them
     warm_before, warm_after = summary["eval_loss_by_class"]
     assert {k: warm_before[k] for k in after} == pytest.approx(after, abs=1e-4)
-    assert {"copy_frames", "copy_prompt"} <= set(warm_after)
+    assert {"copy_frame_images", "copy_frames", "copy_prompt"} <= set(warm_after)
 
 
 def test_the_warmup_command_prints_its_summary_alone_on_stdout(data, tiny_model_dir):

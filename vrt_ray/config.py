@@ -17,7 +17,7 @@ from typing import List, Literal, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from vrt_ray.copy_corpus import KINDS as COPY_KINDS
+from vrt_ray.copy_corpus import FRAME_IMAGES, KINDS as TEXT_COPY_KINDS
 from vrt_ray.errors import VrtError
 from vrt_ray.tiny_spec import tiny_spec
 
@@ -176,9 +176,9 @@ class WarmupConfig:
     lr: float = _gt(1e-3, 0.0)
     restate_per_pair: int = _ge(0, 0)  # prompt-restating sequences a training pair
     restate_share: float = _range(0.0, 0.0, 1.0)  # of each batch (0: drawn with the captions)
-    copy_steps: int = _ge(0, 0)  # text-only copying steps before the captions (copy_corpus.py)
+    copy_steps: int = _ge(0, 0)  # copying steps before the captions (copy_corpus.py)
     copy_lr: float = _gt(1e-3, 0.0)
-    copy_kinds: List[str] = field(default_factory=lambda: list(COPY_KINDS))
+    copy_kinds: List[str] = field(default_factory=lambda: list(TEXT_COPY_KINDS))
     copying_per_step: int = _ge(0, 0)  # copying sequences (copy_kinds) added to each step
     copying_share: float = _range(0.0, 0.0, 0.9)  # their share of a step's loss (0: by tokens)
 
@@ -419,12 +419,13 @@ def _check_rules(cfg: DictConfig) -> None:
     if cfg.warmup.restate_share > 0 and cfg.warmup.restate_per_pair == 0:
         raise ConfigError(f"warmup.restate_share = {cfg.warmup.restate_share}: needs "
                           "warmup.restate_per_pair >= 1 (no restating sequences to draw)")
-    copy_kinds = list(cfg.warmup.copy_kinds)
-    if not copy_kinds or set(copy_kinds) - set(COPY_KINDS):
+    copy_kinds, known = list(cfg.warmup.copy_kinds), (*TEXT_COPY_KINDS, FRAME_IMAGES)
+    if not copy_kinds or set(copy_kinds) - set(known):
         raise ConfigError(f"warmup.copy_kinds = {copy_kinds}: must be a non-empty list of "
-                          f"{', '.join(COPY_KINDS)}")
+                          f"{', '.join(known)}")
     for key in ("warmup", "cold_start"):
-        if cfg[key].copying_per_step and cfg.learner.zero_stage == 3:
+        text_only = set(copy_kinds) & set(TEXT_COPY_KINDS)
+        if cfg[key].copying_per_step and text_only and cfg.learner.zero_stage == 3:
             raise ConfigError(f"{key}.copying_per_step = {cfg[key].copying_per_step}: text-only "
                               "copying sequences beside image ones need learner.zero_stage <= 2 "
                               "(ZeRO-3 gathers each module in the order the ranks run them)")

@@ -1,15 +1,18 @@
 """Copying sequences (vrt_ray.copy_corpus) as model inputs: tokenized batches with labels and
 a mask of the copied tokens, the held-out measure (loss and greedy agreement per kind), and
-learner items for the warm-up's copying phase and for steps that mix them in."""
+learner items (`CopySource`: the text-only kinds and `frame_images`) for the warm-up's copying
+phase and for steps that mix them in."""
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Callable, Dict, List, Sequence, Tuple
+from dataclasses import dataclass, replace
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from vrt_ray.copy_corpus import GENERATORS, CopySequence
+from vrt_ray.copy_corpus import FRAME_IMAGES, GENERATORS, CopySequence
+from vrt_ray.copy_images import FrameImageCopies
+from vrt_ray.errors import VrtError
 from vrt_ray.learner_core import TrainSequence
 from vrt_ray.model_inputs import PixelBudget
 from vrt_ray.preset import Preset
@@ -106,25 +109,49 @@ def with_share(items: Sequence[TrainSequence], extra: Sequence[TrainSequence],
     return [*items, *(replace(it, loss_weight=weight) for it in extra)]
 
 
-def copying_mixer(tokenizer, pieces: Sequence[str], preset: Preset, budget: PixelBudget,
-                  kinds: Sequence[str], per_step: int, share: float, rng: np.random.Generator
+@dataclass
+class CopySource:
+    """Where a run's copying sequences come from: the text-only kinds from random `pieces`
+    (`random_pieces`) in `preset`'s wording, `frame_images` from `images` (None: not drawn)."""
+
+    tokenizer: object
+    pieces: Sequence[str]
+    preset: Preset
+    budget: PixelBudget
+    images: Optional[FrameImageCopies] = None
+
+    def items(self, kinds: Sequence[str], n: int,
+              rng: np.random.Generator) -> Tuple[List[TrainSequence], List[str]]:
+        """`n` learner items, kinds taken in turn from `kinds`, labelled on the copied tokens
+        alone; and each item's kind."""
+        items, drawn = [], [kinds[i % len(kinds)] for i in range(n)]
+        for kind in drawn:
+            if kind == FRAME_IMAGES:
+                if self.images is None:
+                    raise VrtError(f"copy kind {FRAME_IMAGES!r}: this run draws no frames")
+                items.append(self.images.sequence(rng))
+            else:
+                items += train_sequences(self.tokenizer,
+                                         [GENERATORS[kind](rng, self.pieces, self.preset)],
+                                         self.budget)
+        return items, drawn
+
+
+def copying_mixer(source: CopySource, kinds: Sequence[str], per_step: int, share: float,
+                  rng: np.random.Generator
                   ) -> Callable[[List[TrainSequence]], List[TrainSequence]]:
-    """A step's sequences -> the same plus `per_step` fresh copying sequences of `kinds`
-    (random runs from `pieces`: `random_pieces`), carrying `share` of the step's loss
-    (`with_share`); unchanged at `per_step` 0."""
+    """A step's sequences -> the same plus `per_step` fresh copying sequences of `kinds`,
+    carrying `share` of the step's loss (`with_share`); unchanged at `per_step` 0."""
     if not per_step:
         return list
-    return lambda items: with_share(
-        items, train_sequences(tokenizer, draw(rng, pieces, kinds, per_step, preset), budget),
-        share)
+    return lambda items: with_share(items, source.items(kinds, per_step, rng)[0], share)
 
 
-def held_out_copying(tokenizer, pieces: Sequence[str], preset: Preset, budget: PixelBudget,
-                     kinds: Sequence[str], n: int, rng: np.random.Generator
+def held_out_copying(source: CopySource, kinds: Sequence[str], n: int,
+                     rng: np.random.Generator
                      ) -> Tuple[List[TrainSequence], List[Dict[int, str]]]:
     """`n` copying sequences as learner items, and per item its copied positions labelled
     `copy_<kind>` (for `loss_by_label`): how much of the copy a stage keeps."""
-    sequences = draw(rng, pieces, kinds, n, preset)
-    items = train_sequences(tokenizer, sequences, budget)
-    return items, [{p: f"copy_{seq.kind}" for p, a in enumerate(item.seq.action_mask) if a}
-                   for item, seq in zip(items, sequences)]
+    items, drawn = source.items(kinds, n, rng)
+    return items, [{p: f"copy_{kind}" for p, a in enumerate(item.seq.action_mask) if a}
+                   for item, kind in zip(items, drawn)]

@@ -48,7 +48,8 @@ def _random_tokens(rng: np.random.Generator, pieces: Sequence[str], n: int) -> s
     return "".join(pieces[i] for i in rng.integers(len(pieces), size=n))
 
 
-def _note(rng: np.random.Generator) -> str:
+def note_text(rng: np.random.Generator) -> str:
+    """A random frame note's body: `red circle (40,12) noisy left.`"""
     colour, shape = COLOURS[rng.integers(len(COLOURS))], SHAPES[rng.integers(len(SHAPES))]
     x, y = rng.integers(0, 112, size=2)
     extra = " ".join(NOTE_WORDS[i] for i in rng.integers(len(NOTE_WORDS), size=2))
@@ -76,7 +77,7 @@ def frames_sequence(rng: np.random.Generator, pieces: Sequence[str],
     for f in frames:
         at = len(text) + len(video) + 1
         copied.append((at, at + len(str(f))))
-        text += f"{video} {f}: {_note(rng)} "
+        text += f"{video} {f}: {note_text(rng)} "
     text = text.rstrip() + "</think>"
     return CopySequence("frames", text, start, copied)
 
@@ -116,6 +117,7 @@ def repeat_sequence(rng: np.random.Generator, pieces: Sequence[str],
 GENERATORS: Dict[str, Callable[[np.random.Generator, Sequence[str], Preset], CopySequence]] = {
     "frames": frames_sequence, "prompt": prompt_sequence, "repeat": repeat_sequence}
 KINDS = tuple(GENERATORS)
+FRAME_IMAGES = "frame_images"  # the kind over real frames: vrt_ray/copy_images.py
 
 
 def random_pieces(tokenizer) -> List[str]:
