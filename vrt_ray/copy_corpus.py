@@ -48,12 +48,23 @@ def _random_tokens(rng: np.random.Generator, pieces: Sequence[str], n: int) -> s
     return "".join(pieces[i] for i in rng.integers(len(pieces), size=n))
 
 
-def note_text(rng: np.random.Generator) -> str:
-    """A random frame note's body: `red circle (40,12) noisy left.`"""
+def _note(rng: np.random.Generator) -> str:
     colour, shape = COLOURS[rng.integers(len(COLOURS))], SHAPES[rng.integers(len(SHAPES))]
     x, y = rng.integers(0, 112, size=2)
     extra = " ".join(NOTE_WORDS[i] for i in rng.integers(len(NOTE_WORDS), size=2))
     return f"{colour} {shape} ({x},{y}) {extra}."
+
+
+def frame_notes(rng: np.random.Generator, frames: Sequence[Tuple[str, int]]
+                ) -> Tuple[str, List[Span]]:
+    """A think turn of random notes headed by each (video, frame) in order (`A 19: ...`), and
+    the spans of the frame numbers in it."""
+    text, heads = "<think>", []
+    for video, f in frames:
+        at = len(text) + len(video) + 1
+        heads.append((at, at + len(str(f))))
+        text += f"{video} {f}: {_note(rng)} "
+    return text.rstrip() + "</think>", heads
 
 
 def frames_sequence(rng: np.random.Generator, pieces: Sequence[str],
@@ -72,14 +83,9 @@ def frames_sequence(rng: np.random.Generator, pieces: Sequence[str],
         label = preset.frame_label.format(video=video, index=f, total=total)
         text += f"\n{label}<|vision_start|>{image}<|vision_end|>"
     text += "<|im_end|>\n<|im_start|>assistant\n"
-    start, copied = len(text), []
-    text += "<think>"
-    for f in frames:
-        at = len(text) + len(video) + 1
-        copied.append((at, at + len(str(f))))
-        text += f"{video} {f}: {note_text(rng)} "
-    text = text.rstrip() + "</think>"
-    return CopySequence("frames", text, start, copied)
+    think, heads = frame_notes(rng, [(video, f) for f in frames])
+    copied = [(len(text) + a, len(text) + b) for a, b in heads]
+    return CopySequence("frames", text + think, len(text), copied)
 
 
 def prompt_sequence(rng: np.random.Generator, pieces: Sequence[str],

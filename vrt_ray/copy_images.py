@@ -13,7 +13,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from vrt_ray.copy_corpus import FRAME_IMAGES as KIND, note_text
+from vrt_ray.copy_corpus import FRAME_IMAGES as KIND, frame_notes
 from vrt_ray.errors import VrtError
 from vrt_ray.frame_cache import FrameCache
 from vrt_ray.learner_core import TrainSequence
@@ -73,12 +73,7 @@ class FrameImageCopies:
                                backend=self.budget.backend)[0]
         prompt_ids = processor_inputs(self.processor, text, [np.array(first)] * len(visuals),
                                       [])["input_ids"][0].tolist()
-        think, copied = "<think>", []
-        for ref in (ref for _, refs in visuals for ref in refs):  # the frames shown, in order
-            at = len(think) + len(ref.video) + 1
-            copied.append((at, at + len(str(ref.index))))
-            think += f"{ref.video} {ref.index}: {note_text(rng)} "
-        think = think.rstrip() + "</think>"
+        think, copied = frame_notes(rng, [(r.video, r.index) for _, refs in visuals for r in refs])
         enc = self.processor.tokenizer(think, add_special_tokens=False,
                                        return_offsets_mapping=True)
         marks = [any(a < e and b > s for s, e in copied) for a, b in enc["offset_mapping"]]
